@@ -1,0 +1,36 @@
+"""disttrain: distributed data-parallel training over MPI.
+
+Single-process library use needs no MPI launch::
+
+    import disttrain as dt
+    x = dt.tensor([[1.0, 2.0]], requires_grad=True)
+"""
+import os as _os
+
+# Numba's on-disk cache must be set before numba is first imported anywhere:
+# a cold compile of the kernels costs seconds, a warm load a fraction of one.
+_os.environ.setdefault(
+    "NUMBA_CACHE_DIR",
+    _os.path.join(_os.environ.get("XDG_CACHE_HOME", _os.path.expanduser("~/.cache")), "disttrain", "numba"))
+
+from .autograd import (  # noqa: E402
+    Tensor, tensor, from_numpy, Function, no_grad, enable_grad, set_grad_enabled,
+    is_grad_enabled, custom_vjp, custom_gradient,
+)
+from . import autograd  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Heavier subpackages load on first use, keeping `import disttrain` fast.
+    import importlib
+    if name in ("nn", "optim", "data", "distributed", "training", "kernels", "ops"):
+        return importlib.import_module(f".{name}", __name__)
+    if name == "DistributedDataParallel":
+        from .distributed import DistributedDataParallel
+        return DistributedDataParallel
+    if name == "manual_seed":
+        from .random import manual_seed
+        return manual_seed
+    raise AttributeError(f"module 'disttrain' has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""Whether operations are recorded on the tape.
+
+One process-wide flag: the engine is single-threaded by design (the
+communication thread of the distributed layer never records ops).
+"""
+import functools
+
+
+class _State:
+    enabled = True
+
+
+def is_grad_enabled():
+    return _State.enabled
+
+
+class _GradMode:
+    """Context manager and decorator that sets recording on or off."""
+
+    _mode = True
+
+    def __enter__(self):
+        self._prev = _State.enabled
+        _State.enabled = self._mode
+        return self
+
+    def __exit__(self, *exc):
+        _State.enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        mode = self._mode
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            prev = _State.enabled
+            _State.enabled = mode
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _State.enabled = prev
+
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Nothing inside is recorded: results do not require grad."""
+
+    _mode = False
+
+
+class enable_grad(_GradMode):
+    """Recording on, e.g. inside a ``no_grad`` region."""
+
+    _mode = True
+
+
+class set_grad_enabled(_GradMode):
+    def __init__(self, mode):
+        self._mode = bool(mode)
