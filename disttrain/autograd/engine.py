@@ -10,6 +10,7 @@ post-accumulate-grad hooks fire -- in the order leaves become ready, which is
 what the distributed layer builds its buckets from. The engine knows nothing
 of MPI: it only fires hooks and, at the end, the queued callbacks.
 """
+import operator
 import sys
 
 import numpy as np
@@ -29,33 +30,31 @@ def in_backward():
 
 
 def backward(roots, grads=None, retain_graph=False):
-    """Backpropagate from ``roots`` (Tensors) seeded with ``grads`` (arrays)."""
+    """Backpropagate from ``roots`` (Tensors) seeded with ``grads`` (arrays or None)."""
     global _callbacks
-    from .tensor import Tensor  # noqa: F401  (import cycle: tensor imports engine lazily)
-
     if grads is None:
         grads = [None] * len(roots)
-    node_grads = {}      # node -> list of gradient per output (None until one arrives)
-    pending = {}         # id(leaf) -> [leaf, edges still to visit, summed gradient]
-    nodes = []
-    seen = set()
+    node_grads = {}      # node -> [summed gradient or None, per output]
+    leaves = {}          # leaf -> [leaf, edges still to visit, summed gradient] (hashed by identity)
     stack = []
-    for root, g in zip(roots, grads):
+    leaf_roots = False
+    for k, root in enumerate(roots):
         if not root.requires_grad:
-            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
-        g = _seed(root, g)
+            raise RuntimeError(f"element {k} of tensors does not require grad and does not have a grad_fn")
+        g = _seed(root, grads[k])
         node = root._node
         if node is None:
-            entry = pending.setdefault(id(root), [root, 0, None])
+            entry = leaves.setdefault(root, [root, 0, None])
             entry[2] = g if entry[2] is None else entry[2] + g
+            leaf_roots = True
             continue
-        slot = node_grads.setdefault(node, [None] * len(node.out_meta))
-        i = root._out_index
-        slot[i] = g if slot[i] is None else slot[i] + g
-        if node not in seen:
-            seen.add(node)
+        if node not in node_grads:
             stack.append(node)
+        _accumulate(node_grads, node, root._out_index, g)
 
+    # Collect the graph and count the edges into each leaf.
+    nodes = []
+    seen = set(stack)
     while stack:
         node = stack.pop()
         if node.released:
@@ -68,9 +67,9 @@ def backward(roots, grads=None, retain_graph=False):
                 continue
             parent = inp._node
             if parent is None:
-                entry = pending.get(id(inp))
+                entry = leaves.get(inp)
                 if entry is None:
-                    pending[id(inp)] = [inp, 1, None]
+                    leaves[inp] = [inp, 1, None]
                 else:
                     entry[1] += 1
             elif parent not in seen:
@@ -81,30 +80,33 @@ def backward(roots, grads=None, retain_graph=False):
     outer = _callbacks
     _callbacks = []
     try:
-        # Leaves that are roots themselves and nothing else feeds.
-        for entry in list(pending.values()):
-            if entry[1] == 0:
-                _finish_leaf(entry)
+        if leaf_roots:
+            # Leaves that are roots themselves and that nothing else feeds.
+            for entry in list(leaves.values()):
+                if entry[1] == 0:
+                    _finish_leaf(entry)
         for node in nodes:
             out_grads = node_grads.pop(node, None)
-            if out_grads is not None:
-                in_grads = _call_backward(node, out_grads)
-                out_grads = None     # drop our reference: lets a leaf steal the array
-            else:
-                in_grads = None      # nothing flowed here: still account for its edges
+            # in_grads is None when nothing flowed here: still account for the edges.
+            in_grads = None if out_grads is None else _call_backward(node, out_grads)
+            out_grads = None     # drop our references: lets a leaf steal the array
             if not retain_graph:
-                node.released = True
-                node._saved = ()
+                node.release()
             for k, inp in enumerate(node.inputs):
                 if inp is None:
                     continue
                 g = None
                 if in_grads is not None:
                     g = in_grads[k]
-                    in_grads[k] = None
+                    if g is not None:
+                        in_grads[k] = None
+                        data = inp.data
+                        # (dtype identity is the cheap common case; _conform decides otherwise)
+                        if type(g) is not np.ndarray or g.shape != data.shape or g.dtype is not data.dtype:
+                            g = _conform(g, data, node, k)
                 parent = inp._node
                 if parent is None:
-                    entry = pending[id(inp)]
+                    entry = leaves[inp]
                     if g is not None:
                         entry[2] = g if entry[2] is None else entry[2] + g
                         g = None
@@ -112,11 +114,8 @@ def backward(roots, grads=None, retain_graph=False):
                     if entry[1] == 0:
                         _finish_leaf(entry)
                 elif g is not None:
-                    slot = node_grads.get(parent)
-                    if slot is None:
-                        slot = node_grads[parent] = [None] * len(parent.out_meta)
-                    i = inp._out_index
-                    slot[i] = g if slot[i] is None else slot[i] + g
+                    _accumulate(node_grads, parent, inp._out_index, g)
+                    g = None
         callbacks = _callbacks
         # Callbacks may queue further callbacks; run until none are left.
         while callbacks:
@@ -125,30 +124,47 @@ def backward(roots, grads=None, retain_graph=False):
         _callbacks = outer
 
 
-# References to a gradient array inside _finish_leaf: the local name and
-# getrefcount's own argument.
-_STEALABLE_REFS = 2
+_seq = operator.attrgetter("seq")
 
 
-def _seq(node):
-    return node.seq
+def _accumulate(node_grads, node, i, g):
+    # (A function, not inline: no local variable of backward() may keep a
+    # gradient list alive after its node has consumed it.)
+    slot = node_grads.get(node)
+    if slot is None:
+        slot = node_grads[node] = [None] * len(node.out_meta)
+    slot[i] = g if slot[i] is None else slot[i] + g
+
+
+def _refs_held_by_one_local():
+    a = np.empty(1)
+    return sys.getrefcount(a)
+
+
+# What sys.getrefcount reports for an array that only one local variable
+# holds (measured rather than assumed: interpreters differ in how they count
+# the argument itself). _finish_leaf steals a gradient only at this count.
+_STEALABLE_REFS = _refs_held_by_one_local()
 
 
 def _seed(root, g):
-    shape = root.data.shape
+    data = root.data
     if g is None:
-        if root.data.size != 1:
+        if data.size != 1:
             raise RuntimeError(
                 f"grad can be implicitly created only for scalar outputs; backward() on a tensor of "
-                f"shape {shape} needs a gradient argument of that shape")
-        return np.ones(shape, dtype=root.data.dtype)
-    g = np.array(getattr(g, "data", g), dtype=root.data.dtype, copy=True)
-    if g.shape != shape:
-        raise RuntimeError(f"backward(): gradient shape {g.shape} does not match tensor shape {shape}")
+                f"shape {data.shape} needs a gradient argument of that shape")
+        g = np.empty(data.shape, data.dtype)
+        g.fill(1)
+        return g
+    g = np.array(getattr(g, "data", g), dtype=data.dtype, copy=True)
+    if g.shape != data.shape:
+        raise RuntimeError(f"backward(): gradient shape {g.shape} does not match tensor shape {data.shape}")
     return g
 
 
 def _call_backward(node, out_grads):
+    """Run the node's hooks and backward; a list with one gradient (or None) per input."""
     if node.pre_hooks:
         for i, hooks in node.pre_hooks.items():
             if out_grads[i] is None:
@@ -157,35 +173,34 @@ def _call_backward(node, out_grads):
                 r = hook(_as_tensor(out_grads[i]))
                 if r is not None:
                     out_grads[i] = _check_hook_grad(r, out_grads[i], node.fn.__name__)
-    if node.fn.materialize_grads:
+    # (A single output always has its gradient: the slot is made when it arrives.)
+    if len(out_grads) > 1 and node.fn.materialize_grads:
         for i, g in enumerate(out_grads):
             if g is None:
                 shape, dtype = node.out_meta[i]
                 out_grads[i] = np.zeros(shape, dtype)
     res = node.fn.backward(node, *out_grads)
-    if type(res) is not tuple:
-        res = (res,) if not isinstance(res, list) else tuple(res)
-    inputs = node.inputs
-    if len(res) != len(inputs):
+    if type(res) is tuple or type(res) is list:
+        res = list(res)
+    else:
+        res = [res]
+    n = len(node.inputs)
+    if len(res) != n:
         raise RuntimeError(
             f"{node.fn.__name__}.backward returned {len(res)} gradient{'s' if len(res) != 1 else ''} "
-            f"for {len(inputs)} input{'s' if len(inputs) != 1 else ''}")
-    checked = list(res)
-    for k, (inp, g) in enumerate(zip(inputs, res)):
-        if inp is None or g is None:
-            checked[k] = None
-            continue
-        want = inp.data
-        if type(g) is not np.ndarray:
-            g = np.asarray(getattr(g, "data", g))
-        if g.shape != want.shape:
-            raise RuntimeError(
-                f"gradient shape {g.shape} does not match input shape {want.shape} in "
-                f"{node.fn.__name__} (input {k})")
-        if g.dtype != want.dtype:
-            g = g.astype(want.dtype)
-        checked[k] = g
-    return checked
+            f"for {n} input{'s' if n != 1 else ''}")
+    return res
+
+
+def _conform(g, want, node, k):
+    """Check a gradient returned by a backward against its input; cast its dtype."""
+    if type(g) is not np.ndarray:
+        g = np.asarray(getattr(g, "data", g))
+    if g.shape != want.shape:
+        raise RuntimeError(
+            f"gradient shape {g.shape} does not match input shape {want.shape} in "
+            f"{node.fn.__name__} (input {k})")
+    return g.astype(want.dtype, copy=False)
 
 
 def _finish_leaf(entry):
@@ -194,17 +209,19 @@ def _finish_leaf(entry):
     entry[2] = None
     if g is None:
         return
-    for hook in list(leaf._hooks or ()):
-        r = hook(_as_tensor(g))
-        if r is not None:
-            g = _check_hook_grad(r, g, "leaf hook")
+    if leaf._hooks:
+        for hook in list(leaf._hooks):
+            r = hook(_as_tensor(g))
+            if r is not None:
+                g = _check_hook_grad(r, g, "leaf hook")
     if leaf._grad is None:
         # Steal the array when nothing else can see it (the engine dropped
         # its own references; PyTorch's AccumulateGrad does the same). An op's
-        # backward may hand one array to several inputs or return a read-only
-        # broadcast view: then the leaf gets its own copy.
+        # backward may hand one array to several inputs, a hook may keep it,
+        # or it may be a read-only broadcast view: then the leaf gets its own copy.
+        # (getrefcount first: a flags object holds a reference to its array.)
         if (sys.getrefcount(g) > _STEALABLE_REFS or g.base is not None
-                or not g.flags.writeable or not g.flags.c_contiguous):
+                or not (g.flags.writeable and g.flags.c_contiguous)):
             g = np.array(g, copy=True, order="C")
         leaf._grad = g
     else:

@@ -31,10 +31,10 @@ class Context:
         "pre_hooks", "released", "_saved", "__dict__",
     )
 
-    def __init__(self, fn, inputs, needs_input_grad):
+    def __init__(self, fn, inputs):
         self.fn = fn
         self.inputs = inputs                # Tensor (requiring grad) or None, per forward argument
-        self.needs_input_grad = needs_input_grad
+        self.needs_input_grad = tuple([t is not None for t in inputs])
         self.seq = next(_sequence)
         self.out_meta = None                # ((shape, dtype), ...) per output
         self.pre_hooks = None               # {output index: [hook, ...]} from Tensor.register_hook
@@ -53,6 +53,12 @@ class Context:
         return self._saved
 
     saved_values = saved_tensors
+
+    def release(self):
+        """Free what forward kept for backward (saved arrays and ctx attributes)."""
+        self.released = True
+        self._saved = ()
+        self.__dict__.clear()
 
     @property
     def name(self):
@@ -92,41 +98,43 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
+        # The hot path of every op: one pass over the arguments, no generators.
         raw = list(args)
+        inputs = [None] * len(args)
         record = False
-        inputs = needs = None
         for i, a in enumerate(args):
             if isinstance(a, Tensor):
                 raw[i] = a.data
                 if a.requires_grad:
+                    inputs[i] = a
                     record = True
         if record and grad_mode._State.enabled:
-            inputs = tuple(a if isinstance(a, Tensor) and a.requires_grad else None for a in args)
-            needs = tuple(a is not None for a in inputs)
-            ctx = Context(cls, inputs, needs)
+            ctx = Context(cls, tuple(inputs))
         else:
             record = False
             ctx = _NoGradContext(len(args))
         out = cls.forward(ctx, *raw)
         if type(out) is tuple:
-            outs = tuple(_wrap(o, record, ctx, i) for i, o in enumerate(out))
+            outs = tuple(_wrap(o, ctx if record else None, i) for i, o in enumerate(out))
             if record:
                 ctx.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
             return outs
-        t = _wrap(out, record, ctx, 0)
+        t = _wrap(out, ctx if record else None, 0)
         if record:
             ctx.out_meta = ((t.data.shape, t.data.dtype),)
         return t
 
 
-def _wrap(value, record, ctx, index):
+def _wrap(value, node, index):
+    """The output Tensor of ``node`` (None when nothing was recorded)."""
     if type(value) is not np.ndarray:
         value = np.asarray(value)
     t = Tensor.__new__(Tensor)
     t.data = value
     t._grad = None
-    t.requires_grad = record
-    t._node = ctx if record else None
+    t.requires_grad = node is not None
+    t._node = node
     t._out_index = index
+    t._hooks = None
     t._post_hooks = None
     return t

@@ -22,9 +22,10 @@ def _prepare(inputs):
     prepared = []
     for x in inputs:
         arr = x.data if isinstance(x, Tensor) else x
-        if isinstance(arr, np.ndarray) and np.issubdtype(arr.dtype, np.floating):
+        # Float arrays and numpy float scalars are checked; Python numbers are constants.
+        if isinstance(arr, (np.ndarray, np.floating)) and np.issubdtype(arr.dtype, np.floating):
             wants = x.requires_grad if isinstance(x, Tensor) else True
-            prepared.append(Tensor(np.array(arr, dtype=np.float64), requires_grad=wants))
+            prepared.append(Tensor(np.array(arr, dtype=np.float64, order="C"), requires_grad=wants))
         else:
             prepared.append(x)
     return prepared

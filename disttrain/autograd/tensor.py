@@ -1,6 +1,7 @@
 """`Tensor`: a numpy array plus its place on the autograd tape."""
 import numpy as np
 
+from . import engine as _engine
 from .hooks import RemovableHandle
 
 _FLOAT_DEFAULT = np.float32
@@ -74,8 +75,7 @@ class Tensor:
         return Tensor(self.data)
 
     def backward(self, gradient=None, retain_graph=False):
-        from .engine import backward
-        backward([self], [gradient], retain_graph=retain_graph)
+        _engine.backward([self], [gradient], retain_graph)
 
     # -- hooks ------------------------------------------------------------
     def register_hook(self, fn):
@@ -173,8 +173,8 @@ class Tensor:
     def __bool__(self):
         return bool(self.data)
 
-    def __hash__(self):
-        return id(self)
+    # Hash by identity (C-level; the engine keys dicts by tensors): __eq__ is elementwise.
+    __hash__ = object.__hash__
 
     # -- arithmetic (each a Function in disttrain.ops) ---------------------
     def __add__(self, other):

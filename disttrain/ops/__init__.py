@@ -1,10 +1,21 @@
 """Differentiable operations, one family per module.
 
 Each op is a `Function` (forward next to backward) plus a small function that
-applies it; `Tensor` methods and `disttrain.nn.functional` call these.
+applies it; `Tensor` methods and `disttrain.nn.functional` call these. Hot
+loops live in Numba kernels (disttrain/kernels), which know nothing of autograd.
 """
 from .arithmetic import add, sub, mul, div, pow, neg, abs, cast
-from .elementwise import exp, log, sqrt, tanh, sigmoid, relu
+from .elementwise import exp, log, sqrt, tanh, sigmoid
+from .activation import relu, gelu, softmax, log_softmax
 from .reduction import sum, mean, max, min
 from .shape import reshape, transpose, getitem
 from .matmul import matmul
+from .linear import linear
+from .conv import conv2d
+from .pooling import max_pool2d, avg_pool2d
+from .normalization import layer_norm
+from .embedding import embedding
+from .loss import cross_entropy, mse_loss
+from .join import concatenate, stack
+from .select import where
+from .dropout import dropout

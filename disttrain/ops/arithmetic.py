@@ -5,32 +5,31 @@ from ..autograd.function import Function
 from ._util import unbroadcast, shape_of
 
 
+# Backward functions take input shapes from ctx.inputs: exactly the inputs
+# that need a gradient are Tensors there (the others are None).
+
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (shape_of(a), shape_of(b))
         return a + b
 
     @staticmethod
     def backward(ctx, g):
-        sa, sb = ctx.shapes
-        na, nb = ctx.needs_input_grad
-        return (unbroadcast(g, sa) if na else None,
-                unbroadcast(g, sb) if nb else None)
+        ta, tb = ctx.inputs
+        return (None if ta is None else unbroadcast(g, ta.data.shape),
+                None if tb is None else unbroadcast(g, tb.data.shape))
 
 
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (shape_of(a), shape_of(b))
         return a - b
 
     @staticmethod
     def backward(ctx, g):
-        sa, sb = ctx.shapes
-        na, nb = ctx.needs_input_grad
-        return (unbroadcast(g, sa) if na else None,
-                unbroadcast(-g, sb) if nb else None)
+        ta, tb = ctx.inputs
+        return (None if ta is None else unbroadcast(g, ta.data.shape),
+                None if tb is None else unbroadcast(-g, tb.data.shape))
 
 
 class Mul(Function):
@@ -42,9 +41,9 @@ class Mul(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        na, nb = ctx.needs_input_grad
-        return (unbroadcast(g * b, shape_of(a)) if na else None,
-                unbroadcast(g * a, shape_of(b)) if nb else None)
+        ta, tb = ctx.inputs
+        return (None if ta is None else unbroadcast(g * b, ta.data.shape),
+                None if tb is None else unbroadcast(g * a, tb.data.shape))
 
 
 class Div(Function):
@@ -56,10 +55,10 @@ class Div(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        na, nb = ctx.needs_input_grad
+        ta, tb = ctx.inputs
         gb = g / b
-        return (unbroadcast(gb, shape_of(a)) if na else None,
-                unbroadcast(-gb * a / b, shape_of(b)) if nb else None)
+        return (None if ta is None else unbroadcast(gb, ta.data.shape),
+                None if tb is None else unbroadcast(-gb * a / b, tb.data.shape))
 
 
 class Pow(Function):

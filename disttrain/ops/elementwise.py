@@ -1,7 +1,14 @@
-"""Unary math functions: exp, log, sqrt, tanh, sigmoid, relu."""
+"""Unary math functions: exp, log, sqrt, tanh, sigmoid.
+
+Each saves what its derivative needs (mostly the output, so nothing is
+recomputed). tanh/sigmoid use fused Numba kernels for float32/float64: one
+pass, no temporaries; other dtypes fall back to numpy.
+"""
 import numpy as np
 
 from ..autograd.function import Function
+from ..kernels import activation as K
+from ._arrays import KERNEL_DTYPES, flat
 
 
 class Exp(Function):
@@ -42,6 +49,16 @@ class Sqrt(Function):
         return g / (2 * out)
 
 
+def _fused_backward(kernel, g, out):
+    """kernel(g, out, gin) over flat arrays when dtypes allow, else None."""
+    dt = out.dtype
+    if dt not in KERNEL_DTYPES:
+        return None
+    gin = np.empty(out.shape, dt)
+    kernel(flat(g, dt), flat(out, dt), gin.reshape(-1))
+    return gin
+
+
 class Tanh(Function):
     @staticmethod
     def forward(ctx, a):
@@ -52,35 +69,29 @@ class Tanh(Function):
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return g * (1 - out * out)
+        gin = _fused_backward(K.tanh_backward, g, out)
+        return g * (1 - out * out) if gin is None else gin
 
 
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
-        # exp of a non-positive argument only: no overflow for large |a|.
-        e = np.exp(-np.abs(a))
-        out = np.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+        a = np.asarray(a)
+        if a.dtype in KERNEL_DTYPES:
+            out = np.empty(a.shape, a.dtype)
+            K.sigmoid_forward(flat(a, a.dtype), out.reshape(-1))
+        else:
+            # exp of a non-positive argument only: no overflow for large |a|.
+            e = np.exp(-np.abs(a))
+            out = np.where(a >= 0, 1 / (1 + e), e / (1 + e))
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return g * out * (1 - out)
-
-
-class ReLU(Function):
-    @staticmethod
-    def forward(ctx, a):
-        out = np.maximum(a, 0)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_tensors
-        return g * (out > 0)
+        gin = _fused_backward(K.sigmoid_backward, g, out)
+        return g * out * (1 - out) if gin is None else gin
 
 
 def exp(a):
@@ -101,7 +112,3 @@ def tanh(a):
 
 def sigmoid(a):
     return Sigmoid.apply(a)
-
-
-def relu(a):
-    return ReLU.apply(a)

@@ -1,4 +1,9 @@
-"""Matrix product (BLAS through numpy), with batch broadcasting."""
+"""Matrix product (BLAS through numpy) with numpy's 1-D and batch-broadcast rules.
+
+Backward treats every case as the batched 2-D one: a 1-D left operand is a
+(1, k) row, a 1-D right operand a (k, 1) column, the gradient gets those
+unit axes back, and broadcast batch axes are summed away (unbroadcast).
+"""
 import numpy as np
 
 from ..autograd.function import Function
@@ -8,31 +13,42 @@ from ._util import unbroadcast
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
+        a = np.asarray(a)
+        b = np.asarray(b)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: both operands need at least one dimension, got shapes {a.shape} and {b.shape}")
+        ka = a.shape[-1]
+        kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
+        if ka != kb:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned ({ka} != {kb})")
+        try:
+            out = a @ b
+        except ValueError:
+            raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} do not broadcast") \
+                from None
         ctx.save_for_backward(a, b)
-        return a @ b
+        return out
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        ga = gb = None
+        if a.ndim == 2 and b.ndim == 2:
+            return (g @ b.T if na else None), (a.T @ g if nb else None)
         if a.ndim == 1 and b.ndim == 1:
             return (g * b if na else None), (g * a if nb else None)
+        A = a[None, :] if a.ndim == 1 else a
+        B = b[:, None] if b.ndim == 1 else b
+        G = g
+        if a.ndim == 1:
+            G = np.expand_dims(G, -2)
+        if b.ndim == 1:
+            G = np.expand_dims(G, -1)
+        ga = gb = None
         if na:
-            if b.ndim == 1:
-                ga = np.multiply.outer(g, b)
-            else:
-                ga = g @ np.swapaxes(b, -1, -2) if a.ndim > 1 else b @ g
-            ga = unbroadcast(ga, a.shape)
+            ga = unbroadcast(G @ np.swapaxes(B, -1, -2), A.shape).reshape(a.shape)
         if nb:
-            if a.ndim == 1:
-                gb = np.multiply.outer(a, g)
-            elif b.ndim == 1:
-                gb = np.swapaxes(a, -1, -2) @ g
-                gb = gb.reshape(-1, b.shape[0]).sum(0) if gb.ndim > 1 else gb
-            else:
-                gb = np.swapaxes(a, -1, -2) @ g
-            gb = unbroadcast(gb, b.shape)
+            gb = unbroadcast(np.swapaxes(A, -1, -2) @ G, B.shape).reshape(b.shape)
         return ga, gb
 
 

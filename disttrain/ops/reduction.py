@@ -7,40 +7,52 @@ from ._util import normalize_axis
 
 def _expand(g, shape, axes, keepdims):
     """Reshape a reduced gradient so it broadcasts against the input."""
-    if not keepdims:
-        g = np.expand_dims(g, axes) if axes else g
-    return g
+    if keepdims or not axes or g.ndim == len(shape):
+        return g
+    return g.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+
+
+def _spread(g, shape):
+    """``g`` broadcast to ``shape`` as a fresh writeable array: a leaf can take
+    it as its .grad without a copy (np.broadcast_to would give a read-only
+    view and costs more than this for small arrays)."""
+    out = np.empty(shape, g.dtype)
+    out[...] = g
+    return out
 
 
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis, keepdims):
-        ctx.shape = a.shape
-        ctx.axes = normalize_axis(axis, a.ndim)
+        ctx.axis = axis
         ctx.keepdims = keepdims
         return a.sum(axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
-        g = _expand(g, ctx.shape, ctx.axes, ctx.keepdims)
-        return np.broadcast_to(g, ctx.shape), None, None
+        shape = ctx.inputs[0].data.shape
+        if ctx.axis is not None:
+            g = _expand(g, shape, normalize_axis(ctx.axis, len(shape)), ctx.keepdims)
+        return _spread(g, shape), None, None
 
 
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis, keepdims):
-        ctx.shape = a.shape
-        ctx.axes = normalize_axis(axis, a.ndim)
+        ctx.axis = axis
         ctx.keepdims = keepdims
         return a.mean(axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
+        shape = ctx.inputs[0].data.shape
+        axes = normalize_axis(ctx.axis, len(shape))
         n = 1
-        for ax in ctx.axes:
-            n *= ctx.shape[ax]
-        g = _expand(g, ctx.shape, ctx.axes, ctx.keepdims) / max(n, 1)
-        return np.broadcast_to(g, ctx.shape), None, None
+        for ax in axes:
+            n *= shape[ax]
+        # (this module's max() is the op: no builtin max here)
+        g = _expand(g, shape, axes, ctx.keepdims) / (n or 1)
+        return _spread(g, shape), None, None
 
 
 class _Extremum(Function):

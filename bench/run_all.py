@@ -1,0 +1,272 @@
+"""Run every benchmark (A-H), write bench/results/latest.json and a chart of the ratios.
+
+    python bench/run_all.py                 # everything, ~5-10 minutes on 2 cores
+    BENCH_QUICK=1 python bench/run_all.py   # smoke run with few steps
+    python bench/run_all.py --only A,D,H    # a subset (letters of the workloads)
+
+Each script runs in its own process (multi-rank ones under `mpiexec -n 2`
+with MPIEXEC_TIMEOUT, so nothing can hang), prints JSON lines, and this runner
+collects them, checks each target and prints one table.
+"""
+import common  # noqa: F401
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from common import BENCH_DIR, REPO_DIR, parse_lines, machine_info
+
+RESULTS = os.path.join(BENCH_DIR, "results")
+
+# (letters, script, ranks, timeout seconds, extra args)
+JOBS = [
+    ("H", "limits.py", 1, 120, []),
+    ("H", "limits.py", 2, 120, []),
+    ("ABCD", "step_times.py", 1, 300, None),
+    ("E", "scaling.py", 2, 300, []),
+    ("F", "ddp_sync.py", 2, 240, []),
+    ("G", "startup.py", 1, 240, []),
+]
+
+# workload -> (what is compared, target, "le" | "ge")
+TARGETS = {
+    "A": ("step time ratio dt/torch", 1.0, "le"),
+    "B": ("step time ratio dt/torch", 1.5, "le"),
+    "C": ("step time ratio dt/torch", 1.25, "le"),
+    "D": ("per-op time ratio dt/torch", 1.0, "le"),
+    "E-A": ("2-rank scaling efficiency", 0.85, "ge"),
+    "E-C": ("2-rank scaling efficiency", 0.85, "ge"),
+    "F": ("DDP sync / raw Allreduce", 1.10, "le"),
+    "G-cold": ("cold start: import+1st step", 10.0, "le"),
+    "G-warm": ("warm start: import+1st step", 2.0, "le"),
+}
+
+
+def mpiexec():
+    cand = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return cand if os.path.exists(cand) else shutil.which("mpiexec")
+
+
+def run_job(script, ranks, timeout, args):
+    path = os.path.join(BENCH_DIR, script)
+    if not os.path.exists(path):
+        return [], f"{script} not written yet", 0.0
+    if ranks == 1:
+        cmd = [sys.executable, path] + args
+    else:
+        launcher = mpiexec()
+        if launcher is None:
+            return [], "mpiexec not found", 0.0
+        cmd = [launcher, "-n", str(ranks), sys.executable, "-m", "mpi4py", path] + args
+    env = dict(os.environ, MPIEXEC_TIMEOUT=str(timeout), PYTHONPATH=os.pathsep.join(
+        p for p in (BENCH_DIR, REPO_DIR, os.environ.get("PYTHONPATH")) if p))
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=timeout + 30)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return parse_lines(out), f"timed out after {timeout}s", time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    recs = parse_lines(p.stdout)
+    problem = None
+    if p.returncode != 0:
+        problem = f"exit status {p.returncode}: " + (p.stderr.strip().splitlines() or ["(no stderr)"])[-1][:300]
+    sys.stderr.write(p.stderr[-3000:] if p.returncode else "")
+    return recs, problem, wall
+
+
+def find(records, workload, **match):
+    for r in records:
+        if r.get("workload") == workload and r.get("status", "ok") == "ok" and all(
+                r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def f_record(records):
+    """Workload F's headline from bench/ddp_sync.py's lines (tolerant of its key names)."""
+    for r in records:
+        w = str(r.get("workload", r.get("bench", "")))
+        if not w.upper().startswith("F") and "sync" not in w.lower():
+            continue
+        for key in ("sync_vs_raw", "sync_ratio", "ratio_vs_raw", "ratio"):
+            if isinstance(r.get(key), (int, float)):
+                return r, key
+    return None, None
+
+
+def summarise(records):
+    rows = []
+    for w in ("A", "B", "C", "D"):
+        r = find(records, w)
+        rows.append(row(w, r, r and r.get("ratio"), r and r.get("disttrain"), r and r.get("torch"),
+                        (r and r.get("unit")) or "", records))
+    for w in ("E-A", "E-C"):
+        r = find(records, w, framework="disttrain")
+        t = find(records, w, framework="torch")
+        rows.append(row(w, r, r and r.get("efficiency"), r and r.get("t_2rank"), t and t.get("t_2rank"),
+                        "ms/step@2", records, peer=t and t.get("efficiency")))
+    fr, key = f_record(records)
+    rows.append(row("F", fr, fr and fr[key], None, None, key or "", records))
+    g = find(records, "G-startup")
+    rows.append(row("G-cold", g, g and g["cold"], g and g["cold"], None, "s", records))
+    rows.append(row("G-warm", g, g and g["warm"], g and g["warm"], None, "s", records))
+    return rows
+
+
+def row(w, rec, value, dt_val, torch_val, unit, records, peer=None):
+    what, target, sense = TARGETS[w]
+    met = None
+    if isinstance(value, (int, float)):
+        met = value <= target if sense == "le" else value >= target
+    reason = None
+    if rec is None:
+        skipped = [r for r in records if str(r.get("workload", "")).startswith(w[0])
+                   and r.get("status") in ("skipped", "error")]
+        reason = skipped[0].get("reason") if skipped else "no result"
+    return dict(workload=w, measure=what, unit=unit, disttrain=dt_val, torch=torch_val, value=value,
+                peer_value=peer, target=target, sense=sense, met=met, reason=reason)
+
+
+def fmt(x, nd=3):
+    return "-" if not isinstance(x, (int, float)) else f"{x:.{nd}f}"
+
+
+def table(rows):
+    out = [f"{'wl':<7}{'measure':<28}{'disttrain':>10}{'torch':>10}{'value':>8}{'target':>9}  met"]
+    for r in rows:
+        tgt = ("<=" if r["sense"] == "le" else ">=") + f"{r['target']:g}"
+        met = {True: "MET", False: "NOT MET", None: "n/a"}[r["met"]]
+        line = f"{r['workload']:<7}{r['measure']:<28}{fmt(r['disttrain']):>10}{fmt(r['torch']):>10}" \
+               f"{fmt(r['value'], 2):>8}{tgt:>9}  {met}"
+        if r["peer_value"] is not None:
+            line += f"  (torch DDP: {r['peer_value']:.2f})"
+        if r["reason"]:
+            line += f"  [{r['reason'][:60]}]"
+        out.append(line)
+    return "\n".join(out)
+
+
+def markdown(rows, doc):
+    """The README's figures table, generated from the same rows."""
+    m = doc["machine"]
+    lines = [f"Run {doc['started']} UTC, {doc['wall_s']:.0f} s; {m['cpu']}, {m['cores']} cores; "
+             f"Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, mpi4py {m['mpi4py']}, "
+             f"{m['mpi']}, torch {m['torch']}; {m['threads']} thread(s) per process; "
+             f"medians of {doc['steps']} timed steps in {doc['rounds']} alternating rounds after "
+             f"{doc['warmup']} warm-up steps.", "",
+             "| workload | measure | disttrain | PyTorch | value | target | met |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tgt = ("<= " if r["sense"] == "le" else ">= ") + f"{r['target']:g}"
+        met = {True: "met", False: "**not met**", None: "n/a"}[r["met"]]
+        torch_col = fmt(r["torch"])
+        if r["peer_value"] is not None:
+            torch_col += f" (eff. {r['peer_value']:.2f})"
+        note = f" ({r['reason'][:80]})" if r["reason"] else ""
+        lines.append(f"| {r['workload']} | {r['measure']} [{r['unit']}] | {fmt(r['disttrain'])} | {torch_col} | "
+                     f"{fmt(r['value'], 2)} | {tgt} | {met}{note} |")
+    lines += ["", "All result lines (numbers rounded):", ""]
+    skip_keys = {"workload", "status", "threads", "source", "desc", "unit"}
+    for rec in doc["records"]:
+        parts = []
+        for k, v in rec.items():
+            if k in skip_keys or v is None:
+                continue
+            if isinstance(v, float):
+                v = f"{v:.4g}"
+            elif isinstance(v, (list, dict)):
+                continue
+            parts.append(f"{k}={v}")
+        lines.append(f"- `{rec.get('workload')}` [{rec.get('unit', '')}] " + ", ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(width_ratios=[3, 2]))
+    ratio_rows = [r for r in rows if r["workload"] in ("A", "B", "C", "D", "F") and r["value"] is not None]
+    names = [r["workload"] for r in ratio_rows]
+    vals = [r["value"] for r in ratio_rows]
+    colors = ["tab:green" if r["met"] else "tab:red" for r in ratio_rows]
+    ax1.bar(names, vals, color=colors)
+    for i, r in enumerate(ratio_rows):
+        ax1.hlines(r["target"], i - 0.4, i + 0.4, colors="k", linestyles="--")
+        ax1.text(i, r["value"], f"{r['value']:.2f}", ha="center", va="bottom")
+    ax1.axhline(1.0, color="grey", lw=0.5)
+    ax1.set_ylabel("disttrain / reference time (lower is better)")
+    ax1.set_title("Step-time ratios (dashed: target)")
+    eff = [r for r in rows if r["workload"].startswith("E-")]
+    xs, labels, vs, cs = [], [], [], []
+    for i, r in enumerate(eff):
+        for j, (v, c, lab) in enumerate(((r["value"], "tab:blue", "disttrain"), (r["peer_value"], "tab:orange", "torch"))):
+            if v is not None:
+                xs.append(i * 3 + j)
+                vs.append(v)
+                cs.append(c)
+                labels.append(f"{r['workload']}\n{lab}")
+    ax2.bar(xs, vs, color=cs)
+    ax2.set_xticks(xs, labels)
+    ax2.axhline(0.85, color="k", ls="--")
+    ax2.set_ylim(0, 1.05)
+    ax2.set_title("2-rank scaling efficiency (dashed: target 0.85)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="", help="letters of workloads, e.g. A,D,H")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "latest.json"))
+    opts = ap.parse_args()
+    only = set(opts.only.replace(",", "").upper())
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t_all = time.perf_counter()
+    records, jobs = [], []
+    for letters, script, ranks, timeout, args in JOBS:
+        if only and not (set(letters) & only):
+            continue
+        if args is None:          # step_times: only the wanted letters
+            args = sorted(set(letters) & only) if only else []
+        print(f"== {script} ({ranks} rank{'s' if ranks > 1 else ''}) ...", flush=True)
+        load = os.getloadavg()[0]
+        recs, problem, wall = run_job(script, ranks, timeout, args)
+        for r in recs:
+            r.setdefault("source", script)
+        records += recs
+        jobs.append(dict(script=script, ranks=ranks, wall_s=round(wall, 1), problem=problem,
+                         results=len(recs), loadavg_before=round(load, 2)))
+        print(f"   {len(recs)} result(s) in {wall:.1f}s" + (f"  PROBLEM: {problem}" if problem else ""), flush=True)
+        if problem and not recs:
+            records.append(dict(workload=letters[0], status="skipped", reason=problem, source=script))
+    rows = summarise(records)
+    os.makedirs(RESULTS, exist_ok=True)
+    png = chart(rows, os.path.splitext(opts.out)[0] + ".png")
+    doc = dict(started=started.isoformat(timespec="seconds"), wall_s=round(time.perf_counter() - t_all, 1),
+               quick=common.QUICK, steps=common.STEPS, rounds=common.ROUNDS, warmup=common.WARMUP,
+               machine=machine_info(), jobs=jobs, targets=rows, records=records, chart=png)
+    with open(opts.out, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+        f.write("\n")
+    with open(os.path.splitext(opts.out)[0] + ".md", "w") as f:
+        f.write(markdown(rows, doc))
+    print()
+    print(table(rows))
+    print(f"\nwrote {os.path.relpath(opts.out, REPO_DIR)}" + (f" and {os.path.relpath(png, REPO_DIR)}" if png else
+                                                           " (no chart: matplotlib not installed)")
+          + f" in {doc['wall_s']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

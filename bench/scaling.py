@@ -1,0 +1,195 @@
+"""Workload E: 2-rank data-parallel weak scaling, disttrain DDP vs PyTorch DDP (gloo).
+
+    mpiexec -n 2 python -m mpi4py bench/scaling.py          # A and C
+    dtrun -n 2 bench/scaling.py A                            # one workload
+
+Every figure comes from ONE launch, so all phases see the same machine:
+  1rank   rank 0 trains the plain model alone; the other ranks sleep-wait
+          (a busy-polling MPI wait would steal a core and flatter nothing);
+  2rank   every rank trains its shard (per-rank batch as in A/C) under DDP;
+  nocomm  every rank trains the plain model at once, no communication: the
+          ceiling that memory bandwidth and the shared machine leave.
+The phases of both frameworks take turns in rounds. Efficiency (weak scaling)
+= median t(1rank) / median t(2rank); a 2-rank step time is the slowest rank's
+time of that step. PyTorch ranks are these same processes, joined by a gloo
+process group over a loopback TCP rendezvous (127.0.0.1).
+"""
+import common  # noqa: F401  (thread limits before numpy/torch load)
+import os
+import socket
+import sys
+import time
+import traceback
+
+import numpy as np
+from mpi4py import MPI
+
+from common import emit, skip, missing, import_torch, median, STEPS, WARMUP, ROUNDS
+import workloads as W
+
+WORLD = MPI.COMM_WORLD
+CTL = WORLD.Dup()           # our own control traffic never mixes with DDP's
+RANK, SIZE = CTL.Get_rank(), CTL.Get_size()
+
+
+def sleep_barrier():
+    """A barrier that waits by sleeping, not by spinning on a core."""
+    req = CTL.Ibarrier()
+    while not req.Test():
+        time.sleep(0.0005)
+
+
+def run_phase(step, n, ranks):
+    """n timed steps on `ranks` ("one" or "all"); returns per-step seconds (max over ranks)."""
+    sleep_barrier()
+    ts = np.zeros(n)
+    if ranks == "all" or RANK == 0:
+        clock = time.perf_counter
+        for i in range(n):
+            t0 = clock()
+            step()
+            ts[i] = clock() - t0
+    out = np.empty_like(ts)
+    sleep_barrier()
+    CTL.Allreduce(ts, out, op=MPI.MAX)
+    return list(out)
+
+
+def free_port():
+    port = 0
+    if RANK == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    return CTL.bcast(port, root=0)
+
+
+SYNC_STATS = {}      # workload -> [DDP.last_sync_stats of each 2-rank step] (this rank's)
+
+
+def build_dt(name, dist_ok):
+    data = W.batches(name, rank=RANK)
+    phases = {}
+    m1 = W.dt_model(name)
+    phases["disttrain/1rank"] = (W.dt_step(m1, data)[0], "one")
+    phases["disttrain/nocomm"] = (W.dt_step(W.dt_model(name), data)[0], "all")
+    if dist_ok:
+        import disttrain as dt
+        m2 = W.dt_model(name)
+        step2, _, net2 = W.dt_step(m2, data, wrap=dt.DistributedDataParallel)
+        stats = SYNC_STATS[name] = []
+
+        def step2_with_stats():
+            step2()
+            s = getattr(net2, "last_sync_stats", None)
+            if s:
+                stats.append(s)
+        phases["disttrain/2rank"] = (step2_with_stats, "all")
+    return phases, W.state_arrays(m1)
+
+
+def build_torch(name, torch, weights):
+    import torch.distributed as tdist
+    data = W.batches(name, rank=RANK)
+    if not tdist.is_initialized():
+        tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}",
+                                 rank=RANK, world_size=SIZE)
+    from torch.nn.parallel import DistributedDataParallel as TDDP
+    return {
+        "torch/1rank": (W.torch_step(W.torch_model(name, torch, weights), data, torch)[0], "one"),
+        "torch/nocomm": (W.torch_step(W.torch_model(name, torch, weights), data, torch)[0], "all"),
+        "torch/2rank": (W.torch_step(W.torch_model(name, torch, weights), data, torch, wrap=TDDP)[0], "all"),
+    }
+
+
+def bench(name, torch, dist_ok):
+    why = missing(*W.NEEDS[name])
+    phases = {}
+    weights = None
+    if why is None:
+        phases, weights = build_dt(name, dist_ok)
+    if torch is not None:
+        if weights is None:             # disttrain's nn not there yet: torch's own seeded init
+            torch.manual_seed(common.SEED)
+        phases.update(build_torch(name, torch, weights))
+    if not phases:
+        return [skip(f"E-{name}", why or "nothing to run")]
+    for step, ranks in phases.values():              # warm-up (collective for 2rank phases)
+        for _ in range(WARMUP):
+            run_phase(step, 1, ranks)
+    times = {k: [] for k in phases}
+    per_round = max(1, -(-max(STEPS, 30) // ROUNDS))
+    for r in range(ROUNDS):
+        order = list(phases.items())
+        if r % 2:
+            order.reverse()
+        for key, (step, ranks) in order:
+            times[key] += run_phase(step, per_round, ranks)
+    recs = []
+    for fw in ("disttrain", "torch"):
+        t1, t2, tn = (times.get(f"{fw}/{p}") for p in ("1rank", "2rank", "nocomm"))
+        if t1 is None:
+            continue
+        rec = dict(workload=f"E-{name}", framework=fw, status="ok", ranks=SIZE, unit="ms/step",
+                   t_1rank=median(t1) * 1e3, t_nocomm=median(tn) * 1e3,
+                   ceiling=median(t1) / median(tn), samples=len(t1))
+        if t2 is not None:
+            # efficiency / ceiling: the part of the loss that communication (not the
+            # shared machine) is responsible for.
+            rec.update(t_2rank=median(t2) * 1e3, efficiency=median(t1) / median(t2),
+                       comm_efficiency=median(tn) / median(t2))
+        else:
+            rec.update(t_2rank=None, efficiency=None,
+                       reason="disttrain.DistributedDataParallel / distributed.init not available yet")
+        recs.append(rec)
+    stats = SYNC_STATS.get(name) or []
+    for r in recs:
+        if r["framework"] == "disttrain" and stats:
+            for key in ("wait_s", "comm_s", "backward_s", "hidden_fraction"):
+                vals = [s[key] for s in stats if isinstance(s.get(key), (int, float))]
+                if vals:
+                    r["ddp_" + key.replace("_s", "_ms") if key.endswith("_s") else "ddp_" + key] = (
+                        median(vals) * (1e3 if key.endswith("_s") else 1))
+    by = {r["framework"]: r for r in recs}
+    if "disttrain" in by and "torch" in by and by["disttrain"].get("efficiency") and by["torch"].get("efficiency"):
+        by["disttrain"]["torch_efficiency"] = by["torch"]["efficiency"]
+        by["disttrain"]["step_ratio_2rank"] = by["disttrain"]["t_2rank"] / by["torch"]["t_2rank"]
+    if why is not None:
+        recs.append(dict(workload=f"E-{name}", framework="disttrain", status="skipped", reason=why))
+    return [emit(r) if RANK == 0 else r for r in recs]
+
+
+def main(argv):
+    wanted = [a.upper() for a in argv] or ["A", "C"]
+    if SIZE < 2:
+        if RANK == 0:
+            skip("E", "needs an MPI launch with >= 2 ranks (mpiexec -n 2 ...)")
+        return 0
+    torch = import_torch()
+    dist_ok = missing("dt.distributed.init", "dt.DistributedDataParallel") is None
+    if dist_ok:
+        import disttrain.distributed as dist
+        try:
+            dist.init()
+        except Exception as e:          # noqa: BLE001
+            dist_ok = False
+            if RANK == 0:
+                print(f"disttrain.distributed.init failed: {e!r}", file=sys.stderr)
+    for name in wanted:
+        try:
+            bench(name, torch, dist_ok)
+        except Exception as e:          # noqa: BLE001
+            traceback.print_exc()
+            if RANK == 0:
+                emit(dict(workload=f"E-{name}", status="error", reason=f"{type(e).__name__}: {e}"))
+            # A half-finished collective phase cannot be resumed safely: stop here.
+            CTL.Abort(1)
+    if torch is not None:
+        import torch.distributed as tdist
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

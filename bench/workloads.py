@@ -1,0 +1,161 @@
+"""The benchmark workloads, built the same way in disttrain and in PyTorch.
+
+Each builder returns a zero-argument ``step()`` doing one full training step
+(zero_grad + forward + cross-entropy + backward + optimizer step) plus the
+objects behind it. The torch model gets disttrain's initial weights, so both
+frameworks start from the same point on the same synthetic batches.
+"""
+import numpy as np
+
+from common import SEED
+
+LR = 0.01
+MOMENTUM = 0.9
+POOL = 4              # distinct synthetic batches, cycled
+
+# name -> (input shape without batch, batch size, description)
+SPECS = {
+    "A": ((784,), 128, "MLP 784-1024-1024-10 relu, b128, SGD m0.9"),
+    "B": ((64,), 32, "MLP 64-128-10 relu, b32, SGD m0.9"),
+    "C": ((1, 28, 28), 64, "LeNet conv8-pool-conv16-pool-120-84-10, b64, SGD m0.9"),
+}
+
+NEEDS = {
+    "A": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
+    "B": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
+    "C": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.Conv2d", "dt.nn.MaxPool2d",
+          "dt.nn.Flatten", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
+}
+
+
+def batches(name, batch=None, seed=SEED, rank=0):
+    """POOL (x, y) pairs of float32 inputs and int64 labels, fixed by seed (and rank)."""
+    shape, default_batch, _ = SPECS[name]
+    b = default_batch if batch is None else batch
+    rng = np.random.default_rng([seed, rank])
+    return [(rng.standard_normal((b,) + shape, dtype=np.float32),
+             rng.integers(0, 10, size=b).astype(np.int64)) for _ in range(POOL)]
+
+
+# -- disttrain ---------------------------------------------------------------
+def dt_model(name):
+    import disttrain as dt
+    nn = dt.nn
+    dt.manual_seed(SEED)
+    if name == "A":
+        return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                             nn.Linear(1024, 10))
+    if name == "B":
+        return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    if name == "C":
+        return nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                             nn.Linear(84, 10))
+    raise KeyError(name)
+
+
+def dt_step(model, data, wrap=None):
+    """One disttrain training step over the cycled batches; returns (step, losses)."""
+    import disttrain as dt
+    F = dt.nn.functional
+    net = wrap(model) if wrap is not None else model
+    opt = dt.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    xs = [(dt.tensor(x), y) for x, y in data]
+    state = {"i": 0, "loss": None}
+
+    def step():
+        x, y = xs[state["i"] % POOL]
+        state["i"] += 1
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        state["loss"] = loss
+    return step, state, net
+
+
+def state_arrays(model):
+    """disttrain state_dict as {name: float32 ndarray}."""
+    out = {}
+    for k, v in model.state_dict().items():
+        out[k] = np.array(getattr(v, "data", v), copy=True)
+    return out
+
+
+# -- torch -------------------------------------------------------------------
+def torch_model(name, torch, weights=None):
+    nn = torch.nn
+    if name == "A":
+        m = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    elif name == "B":
+        m = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    elif name == "C":
+        m = nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    else:
+        raise KeyError(name)
+    if weights is not None:
+        m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+                           for k, v in weights.items()})
+    return m
+
+
+def torch_step(model, data, torch, wrap=None):
+    net = wrap(model) if wrap is not None else model
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    xs = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data]
+    F = torch.nn.functional
+    state = {"i": 0, "loss": None}
+
+    def step():
+        x, y = xs[state["i"] % POOL]
+        state["i"] += 1
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        state["loss"] = loss
+    return step, state, net
+
+
+def loss_value(loss):
+    if loss is None:
+        return float("nan")
+    if hasattr(loss, "item"):
+        return float(loss.item())
+    return float(np.asarray(loss))
+
+
+# -- workload D: per-op overhead ---------------------------------------------
+D_INNER = 200         # iterations per timed sample
+
+
+def dt_op_loop():
+    import disttrain as dt
+    rng = np.random.default_rng(SEED)
+    a = dt.tensor(rng.standard_normal(16, dtype=np.float32), requires_grad=True)
+    b = dt.tensor(rng.standard_normal(16, dtype=np.float32), requires_grad=True)
+
+    def loop():
+        for _ in range(D_INNER):
+            y = (a * b + a).sum()
+            y.backward()
+        a.grad = None
+        b.grad = None
+    return loop
+
+
+def torch_op_loop(torch):
+    rng = np.random.default_rng(SEED)
+    a = torch.from_numpy(rng.standard_normal(16, dtype=np.float32)).requires_grad_()
+    b = torch.from_numpy(rng.standard_normal(16, dtype=np.float32)).requires_grad_()
+
+    def loop():
+        for _ in range(D_INNER):
+            y = (a * b + a).sum()
+            y.backward()
+        a.grad = None
+        b.grad = None
+    return loop

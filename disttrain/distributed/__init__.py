@@ -1,0 +1,30 @@
+"""Data parallelism over MPI (``import disttrain.distributed as dist``).
+
+``dist.init()`` sets up the process group (MPI under ``mpiexec``, a
+single-process group otherwise); collectives work on numpy arrays and
+Tensors; `DistributedDataParallel` averages gradients across ranks while
+backward runs. The autograd engine never imports MPI -- only
+`communicator.MPICommunicator` does.
+"""
+from .process_group import (
+    init, is_initialized, destroy_process_group, default_group, get_rank, get_world_size,
+    get_local_rank, get_local_world_size, get_backend, ProcessGroup,
+)
+from .collectives import (
+    ReduceOp, all_reduce, broadcast, all_gather, reduce_scatter, barrier,
+    iall_reduce, ibroadcast, iall_gather, ireduce_scatter, ibarrier,
+)
+from .progress import Work
+from .ddp import DistributedDataParallel, ModelMismatchError
+from .comm_hooks import GradBucket, allreduce_hook, fp16_compress_hook, bf16_compress_hook
+from .timeline import Timeline
+from . import comm_hooks
+
+__all__ = [
+    "init", "is_initialized", "destroy_process_group", "default_group", "get_rank", "get_world_size",
+    "get_local_rank", "get_local_world_size", "get_backend", "ProcessGroup",
+    "ReduceOp", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier",
+    "iall_reduce", "ibroadcast", "iall_gather", "ireduce_scatter", "ibarrier", "Work",
+    "DistributedDataParallel", "ModelMismatchError", "GradBucket", "allreduce_hook",
+    "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks",
+]

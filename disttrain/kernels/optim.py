@@ -1,0 +1,61 @@
+"""Fused optimizer updates: one pass over memory, in place, on flat 1-D arrays.
+
+Each kernel reads the gradient once and updates the parameter (and its
+state) in the same loop, instead of the 4-8 temporaries numpy needs. The
+arithmetic is written in the same order as torch.optim's documented
+algorithms (and the numpy references in disttrain.optim.rules). Scalars and
+constants such as 1 - beta1 come in already cast to the parameter dtype, so
+float32 parameters are updated in float32 arithmetic, like the references.
+"""
+import math
+
+from ._jit import kernel
+
+
+@kernel
+def sgd_update(theta, grad, lr, weight_decay):
+    """theta -= lr * (grad + weight_decay * theta)"""
+    for i in range(theta.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * theta[i]
+        theta[i] = theta[i] - lr * g
+
+
+@kernel
+def sgd_momentum_update(theta, grad, buf, lr, weight_decay, momentum, one_minus_dampening, nesterov, first):
+    """SGD with a momentum buffer; on the first step buf = grad (torch: no dampening then)."""
+    for i in range(theta.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * theta[i]
+        if first:
+            b = g
+        else:
+            b = momentum * buf[i] + one_minus_dampening * g
+        buf[i] = b
+        if nesterov:
+            g = g + momentum * b
+        else:
+            g = b
+        theta[i] = theta[i] - lr * g
+
+
+@kernel
+def adam_update(theta, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                bias_correction2_sqrt, eps, weight_decay, decoupled_decay, decoupled):
+    """Adam (L2 weight decay added to the gradient) or AdamW (decoupled: theta *= 1 - lr*wd,
+    passed in as ``decoupled_decay``); bias corrections are precomputed by the caller."""
+    for i in range(theta.size):
+        t = theta[i]
+        if decoupled:
+            t = t * decoupled_decay
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * t
+        m = exp_avg[i] + one_minus_beta1 * (g - exp_avg[i])      # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v = beta2 * exp_avg_sq[i] + one_minus_beta2 * (g * g)
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        denom = math.sqrt(v) / bias_correction2_sqrt + eps
+        theta[i] = t - step_size * (m / denom)

@@ -1,0 +1,109 @@
+"""Row-wise softmax, log-softmax and cross-entropy kernels, forward and backward.
+
+All work on 2-D C-contiguous (rows, classes) float32/float64 arrays: the ops
+move the reduced axis last. Numerically stable: the row maximum is taken out
+before exponentiating, so exp never overflows. Row sums accumulate in
+float64 and results are stored in the input dtype.
+"""
+import math
+
+
+from ._jit import kernel
+
+
+@kernel
+def softmax_forward(x, out):
+    n, c = x.shape
+    for i in range(n):
+        m = x[i, 0]
+        for j in range(1, c):
+            if x[i, j] > m:
+                m = x[i, j]
+        s = 0.0
+        for j in range(c):
+            e = math.exp(x[i, j] - m)
+            out[i, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(c):
+            out[i, j] = out[i, j] * inv
+
+
+@kernel
+def softmax_backward(g, y, gin):
+    """gin = y * (g - sum(g * y)) per row (y = softmax output)."""
+    n, c = g.shape
+    for i in range(n):
+        s = 0.0
+        for j in range(c):
+            s += g[i, j] * y[i, j]
+        for j in range(c):
+            gin[i, j] = y[i, j] * (g[i, j] - s)
+
+
+@kernel
+def log_softmax_forward(x, out):
+    n, c = x.shape
+    for i in range(n):
+        m = x[i, 0]
+        for j in range(1, c):
+            if x[i, j] > m:
+                m = x[i, j]
+        s = 0.0
+        for j in range(c):
+            s += math.exp(x[i, j] - m)
+        lse = m + math.log(s)
+        for j in range(c):
+            out[i, j] = x[i, j] - lse
+
+
+@kernel
+def log_softmax_backward(g, y, gin):
+    """gin = g - exp(y) * sum(g) per row (y = log-softmax output)."""
+    n, c = g.shape
+    for i in range(n):
+        s = 0.0
+        for j in range(c):
+            s += g[i, j]
+        for j in range(c):
+            gin[i, j] = g[i, j] - math.exp(y[i, j]) * s
+
+
+@kernel
+def cross_entropy_forward(logits, labels, losses, lse):
+    """losses[i] = logsumexp(logits[i]) - logits[i, labels[i]]; keeps lse for backward.
+
+    Returns the index of the first row whose label is outside [0, classes), or -1.
+    """
+    n, c = logits.shape
+    for i in range(n):
+        k = labels[i]
+        if k < 0 or k >= c:
+            return i
+        m = logits[i, 0]
+        for j in range(1, c):
+            if logits[i, j] > m:
+                m = logits[i, j]
+        s = 0.0
+        for j in range(c):
+            s += math.exp(logits[i, j] - m)
+        v = m + math.log(s)
+        lse[i] = v
+        losses[i] = v - logits[i, k]
+    return -1
+
+
+@kernel
+def cross_entropy_backward(logits, labels, lse, row_scale, gin):
+    """gin[i] = (softmax(logits[i]) - onehot(labels[i])) * row_scale[i]."""
+    n, c = logits.shape
+    for i in range(n):
+        v = lse[i]
+        w = row_scale[i]
+        for j in range(c):
+            gin[i, j] = math.exp(logits[i, j] - v) * w
+        gin[i, labels[i]] -= w
+
+
+__all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+           "cross_entropy_forward", "cross_entropy_backward"]

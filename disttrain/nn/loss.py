@@ -1,0 +1,26 @@
+"""Loss modules."""
+from . import functional as F
+from .module import Module
+
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def extra_repr(self):
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(_Loss):
+    """Cross-entropy of logits (N, C) against integer labels (N,), mean over the batch by default."""
+
+    def forward(self, logits, labels):
+        return F.cross_entropy(logits, labels, reduction=self.reduction)
+
+
+class MSELoss(_Loss):
+    """Squared error, mean over all elements by default."""
+
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)

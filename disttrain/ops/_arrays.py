@@ -1,0 +1,71 @@
+"""Argument plumbing shared by the ops that call Numba kernels.
+
+Kernels are compiled for C-contiguous float32/float64 arrays only (two
+variants each, see disttrain/kernels); these helpers bring arrays into that
+form (copying only when needed) and parse PyTorch-style size arguments.
+"""
+import numpy as np
+
+KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def kernel_dtype(*arrays):
+    """The common float dtype the kernels will run in (float32 stays float32)."""
+    dt = np.result_type(*arrays)
+    if dt not in KERNEL_DTYPES:
+        dt = np.dtype(np.float64) if dt.itemsize > 4 or not np.issubdtype(dt, np.floating) \
+            else np.dtype(np.float32)
+    return dt
+
+
+def contiguous(a, dtype):
+    """``a`` as a C-contiguous array of ``dtype``; no copy when it already is one."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def flat(a, dtype):
+    """``a`` as a 1-D C-contiguous array of ``dtype`` (a view when possible)."""
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+
+def pair(value, name, op, minimum=0):
+    """An int or a pair of ints as ``(h, w)``; raises naming the op on anything else."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        v = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in value)):
+        v = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if v[0] < minimum or v[1] < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return v
+
+
+def normalize_axis(axis, ndim, op, shape):
+    """One axis as a non-negative int, or a clear error naming the op and the shape."""
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor of shape {tuple(shape)}")
+    return int(axis) % ndim
+
+
+def pad_hw(x, ph, pw, value, dtype):
+    """NCHW (or planes, H, W) ``x`` as a C-contiguous ``dtype`` array padded by (ph, pw) with ``value``.
+
+    The kernels know no padding; padding once here keeps their inner loops free of bounds tests.
+    """
+    if ph == 0 and pw == 0:
+        return contiguous(x, dtype)
+    h, w = x.shape[-2:]
+    out = np.full(x.shape[:-2] + (h + 2 * ph, w + 2 * pw), value, dtype)
+    out[..., ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def crop_hw(g, ph, pw):
+    """The inverse of pad_hw for a gradient: the interior view."""
+    if ph == 0 and pw == 0:
+        return g
+    return g[..., ph:g.shape[-2] - ph, pw:g.shape[-1] - pw]

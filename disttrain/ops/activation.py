@@ -1,0 +1,150 @@
+"""Activations: relu, gelu, softmax, log_softmax (forward next to backward).
+
+The backward passes are fused Numba kernels (disttrain/kernels/activation.py,
+kernels/softmax.py): one pass over the data, no temporaries. Softmax-type ops
+move the reduced axis last and run row-wise; when it already is last and the
+input is contiguous, nothing is copied.
+"""
+import numpy as np
+
+from ..autograd.function import Function
+from ..kernels import activation as K
+from ..kernels import softmax as S
+from ._arrays import KERNEL_DTYPES, flat, contiguous, kernel_dtype, normalize_axis
+
+
+class ReLU(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.maximum(a, 0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        dt = out.dtype
+        if dt not in KERNEL_DTYPES:
+            return g * (out > 0)
+        gin = np.empty(out.shape, dt)
+        K.relu_backward(flat(g, dt), flat(out, dt), gin.reshape(-1))
+        return gin
+
+
+class GELU(Function):
+    """x * Phi(x) with the exact erf form, or PyTorch's tanh approximation."""
+
+    @staticmethod
+    def forward(ctx, a, approximate):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        dt = kernel_dtype(a)
+        x = flat(a, dt)
+        out = np.empty(np.shape(a), dt)
+        K.gelu_forward(x, out.reshape(-1), approximate == "tanh")
+        ctx.save_for_backward(x)
+        ctx.tanh = approximate == "tanh"
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        gin = np.empty(np.shape(g), x.dtype)
+        K.gelu_backward(flat(g, x.dtype), x, gin.reshape(-1), ctx.tanh)
+        return gin, None
+
+
+def _rows(a, axis, op):
+    """(2-D contiguous rows with ``axis`` last, shape with axis last, axis)."""
+    a = np.asarray(a)
+    if a.ndim == 0:
+        a = a.reshape(1)
+        if axis not in (0, -1):
+            normalize_axis(axis, 0, op, ())
+        axis = 0
+    ax = normalize_axis(axis, a.ndim, op, a.shape)
+    moved = np.moveaxis(a, ax, -1) if ax != a.ndim - 1 else a
+    dt = kernel_dtype(a)
+    return contiguous(moved, dt).reshape(-1, a.shape[ax]), moved.shape, ax
+
+
+def _unrows(rows, moved_shape, ax, shape):
+    out = rows.reshape(moved_shape)
+    if ax != out.ndim - 1:
+        out = np.moveaxis(out, -1, ax)
+    return out.reshape(shape)
+
+
+class _RowWise(Function):
+    """softmax-like op along one axis: subclasses name the two kernels."""
+
+    fwd = bwd = None
+    name = ""
+
+    @classmethod
+    def _forward(cls, ctx, a, axis):
+        shape = np.shape(a)
+        x, moved_shape, ax = _rows(a, axis, cls.name)
+        out = np.empty_like(x)
+        if x.size:
+            cls.fwd(x, out)
+        ctx.save_for_backward(out)
+        ctx.layout = (moved_shape, ax, shape)
+        return _unrows(out, *ctx.layout)
+
+    @classmethod
+    def _backward(cls, ctx, g):
+        (y,) = ctx.saved_tensors
+        moved_shape, ax, shape = ctx.layout
+        g = np.asarray(g).reshape(moved_shape if len(shape) == 0 else shape)
+        if len(shape) and ax != len(shape) - 1:
+            g = np.moveaxis(g, ax, -1)
+        g2 = contiguous(g, y.dtype).reshape(y.shape)
+        gin = np.empty_like(y)
+        if y.size:
+            cls.bwd(g2, y, gin)
+        return _unrows(gin, moved_shape, ax, shape), None
+
+
+class Softmax(_RowWise):
+    fwd = staticmethod(S.softmax_forward)
+    bwd = staticmethod(S.softmax_backward)
+    name = "softmax"
+
+    @staticmethod
+    def forward(ctx, a, axis):
+        return Softmax._forward(ctx, a, axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        return Softmax._backward(ctx, g)
+
+
+class LogSoftmax(_RowWise):
+    fwd = staticmethod(S.log_softmax_forward)
+    bwd = staticmethod(S.log_softmax_backward)
+    name = "log_softmax"
+
+    @staticmethod
+    def forward(ctx, a, axis):
+        return LogSoftmax._forward(ctx, a, axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        return LogSoftmax._backward(ctx, g)
+
+
+def relu(a):
+    return ReLU.apply(a)
+
+
+def gelu(a, approximate="none"):
+    return GELU.apply(a, approximate)
+
+
+def softmax(a, axis=-1):
+    return Softmax.apply(a, axis)
+
+
+def log_softmax(a, axis=-1):
+    return LogSoftmax.apply(a, axis)

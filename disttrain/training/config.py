@@ -1,0 +1,534 @@
+"""Job configs: TOML (stdlib `tomllib`) validated into typed sections before any rank starts.
+
+Every key has a type, a default and a check. A mistake raises `ConfigError`: one paragraph
+naming the file (or the --set option), the key and the problem, with a did-you-mean
+suggestion for a misspelt name. Config text is only parsed as TOML, never evaluated.
+"""
+import difflib
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+
+import numpy as np  # noqa: F401  (keeps the import cost here explicit: optim/models load numpy anyway)
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config; its message is the whole explanation (no traceback needed)."""
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: str            # int, float, bool, str, list[int], list[str], list[float], number-or-list
+    default: object
+    doc: str
+    low: float = None    # inclusive unless low_open
+    low_open: bool = False
+    high: float = None
+    high_open: bool = False
+    choices: tuple = None
+
+
+def _key(name, type, default, doc, **kw):
+    return Key(name, type, default, doc, **kw)
+
+
+# The fixed sections. [model], [optimizer] and [schedule] add keys that depend on their `name`.
+SCHEMA = {
+    "job": [
+        _key("name", "str", "", "Run name; the run directory is <output_dir>/<name>-<timestamp>. "
+             "Default: the config file's name without .toml."),
+        _key("output_dir", "str", "runs", "Where run directories are created (relative to the current directory)."),
+        _key("imports", "list[str]", [], "Python modules imported on every rank before the model and optimizer are "
+             "built, so models and update rules they register can be named here."),
+    ],
+    "model": [
+        _key("name", "str", REQUIRED, "A registered model: 'mlp', 'lenet' (or one registered by job.imports)."),
+    ],
+    "data": [
+        _key("source", "str", "digits", "digits (8x8 handwritten digits, shipped), fashion_mnist, idx, npz or synthetic.",
+             choices=("digits", "fashion_mnist", "idx", "npz", "synthetic")),
+        _key("path", "str", "", "npz: the .npz file; idx: directory with the four MNIST-format files "
+             "(train-images-idx3-ubyte[.gz], ...); fashion_mnist: its directory "
+             "(default /usr/share/datasets/fashion-mnist)."),
+        _key("x_key", "str", "x", "npz: name of the input array."),
+        _key("y_key", "str", "y", "npz: name of the label array (integers 0..classes-1)."),
+        _key("val_fraction", "float", 0.2, "Fraction of the training samples held out for validation (sources "
+             "without a test split, or use_test_split = false).", low=0.0, high=1.0, high_open=True),
+        _key("use_test_split", "bool", True, "fashion_mnist/idx: validate on the t10k test files instead of a "
+             "held-out part of the training files."),
+        _key("normalize", "str", "standardize", "standardize (subtract the training mean, divide by its std), "
+             "or none (loader's [0, 1] scaling).", choices=("standardize", "none")),
+        _key("max_train_samples", "int", 0, "Use only the first N training samples (0: all).", low=0),
+        _key("max_val_samples", "int", 0, "Use only the first N validation samples (0: all).", low=0),
+        _key("num_samples", "int", 8192, "synthetic: number of samples.", low=2),
+        _key("num_features", "int", 784, "synthetic: features per sample.", low=1),
+        _key("num_classes", "int", 10, "synthetic: number of classes.", low=2),
+        _key("image_shape", "list[int]", [], "synthetic: [channels, height, width] to generate images "
+             "instead of feature vectors (empty: vectors)."),
+    ],
+    "optimizer": [
+        _key("name", "str", "sgd", "A registered update rule: sgd, adam, adamw, or one registered by job.imports."),
+        # plus the rule's hyperparameters (lr, momentum, betas, ...), checked against the rule
+    ],
+    "schedule": [
+        _key("name", "str", "constant", "Learning-rate schedule, advanced once per optimizer step: constant, "
+             "step or cosine.", choices=("constant", "step", "cosine")),
+        _key("warmup_steps", "int", 0, "Linear warm-up over this many steps before the schedule (0: none).", low=0),
+        _key("warmup_start_factor", "float", 0.1, "Warm-up starts at this fraction of the learning rate.",
+             low=0.0, high=1.0),
+        _key("step_size", "int", 100, "step: multiply the learning rate by gamma every step_size steps.", low=1),
+        _key("gamma", "float", 0.1, "step: the factor.", low=0.0),
+        _key("t_max", "int", 0, "cosine: steps of one half period (0: all training steps after warm-up).", low=0),
+        _key("min_lr", "float", 0.0, "cosine: the lowest learning rate.", low=0.0),
+    ],
+    "train": [
+        _key("epochs", "int", 10, "Passes over the training set.", low=1),
+        _key("max_steps", "int", 0, "Stop after this many optimizer steps (0: no limit; epochs decides).", low=0),
+        _key("batch_size", "int", 32, "Samples per rank per micro-batch (global batch = batch_size x ranks x "
+             "grad_accum_steps).", low=1),
+        _key("grad_accum_steps", "int", 1, "Micro-batches accumulated (without gradient sync) per optimizer step.",
+             low=1),
+        _key("seed", "int", 0, "Seed of initialisation, data split, shuffling and dropout.", low=0),
+        _key("eval_interval", "int", 0, "Validate every N optimizer steps (0: at the end of every epoch).", low=0),
+        _key("dtype", "str", "float32", "Parameter and data dtype.", choices=("float32", "float64")),
+    ],
+    "distributed": [
+        _key("bucket_cap_mb", "float", 25.0, "Gradient bucket size in MiB for the overlapped allreduce.",
+             low=0.0, low_open=True),
+        _key("comm_hook", "str", "none", "Gradient compression for the allreduce: none, fp16 or bf16.",
+             choices=("none", "fp16", "bf16")),
+        _key("timeline", "bool", False, "Write a Chrome-trace timeline per rank to <run_dir>/timeline/."),
+        _key("stall_timeout", "float", 60.0, "Seconds a collective may wait before the stall detector reports "
+             "(and, with stall_abort, aborts the job).", low=0.0, low_open=True),
+        _key("stall_abort", "bool", True, "Abort the job when a collective stalls past stall_timeout."),
+        _key("find_unused_parameters", "bool", False, "Reduce parameters that got no gradient as zeros."),
+    ],
+    "checkpoint": [
+        _key("enabled", "bool", True, "Write checkpoints."),
+        _key("interval", "int", 0, "Checkpoint every N optimizer steps (0: at the end of every epoch). The "
+             "final step is always checkpointed.", low=0),
+        _key("keep_last", "int", 3, "Keep only the newest K checkpoints.", low=1),
+    ],
+    "logging": [
+        _key("log_interval", "int", 10, "Log training loss/accuracy/throughput every N optimizer steps.", low=1),
+        _key("progress", "str", "auto", "auto (a bar on a terminal, plain lines otherwise), bar, plain or none.",
+             choices=("auto", "bar", "plain", "none")),
+    ],
+}
+
+SCHEDULE_KEYS = {"constant": {"warmup_steps", "warmup_start_factor"},
+                 "step": {"warmup_steps", "warmup_start_factor", "step_size", "gamma"},
+                 "cosine": {"warmup_steps", "warmup_start_factor", "t_max", "min_lr"}}
+DATA_KEYS = {
+    "digits": set(),
+    "fashion_mnist": {"path", "use_test_split"},
+    "idx": {"path", "use_test_split"},
+    "npz": {"path", "x_key", "y_key"},
+    "synthetic": {"num_samples", "num_features", "num_classes", "image_shape"},
+}
+DATA_COMMON = {"source", "val_fraction", "normalize", "max_train_samples", "max_val_samples"}
+# Keys a resumed run may change: they do not change what is computed.
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("distributed", "timeline"),
+                     ("distributed", "stall_timeout"), ("distributed", "stall_abort"),
+                     ("checkpoint", "interval"), ("checkpoint", "keep_last"), ("checkpoint", "enabled"),
+                     ("logging", "log_interval"), ("logging", "progress"), ("job", "output_dir")}
+
+
+class Section:
+    """One validated section: attribute access to typed values, `as_dict()` for output."""
+
+    def __init__(self, name, values):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, key):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"[{self._name}] has no key {key!r}") from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("config sections are read-only")
+
+    def get(self, key, default=None):
+        return self._values.get(key, default)
+
+    def as_dict(self):
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._values.items()}
+
+    def __repr__(self):
+        return f"[{self._name}] {self._values}"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str               # file it came from (for messages)
+    job: Section
+    model: Section
+    data: Section
+    optimizer: Section
+    schedule: Section
+    train: Section
+    distributed: Section
+    checkpoint: Section
+    logging: Section
+
+    def as_dict(self):
+        return {name: getattr(self, name).as_dict() for name in SECTION_ORDER}
+
+
+SECTION_ORDER = ("job", "model", "data", "optimizer", "schedule", "train", "distributed", "checkpoint", "logging")
+
+
+# ---------------------------------------------------------------------------------------------
+def _fail(where, section, key, problem, suggestion=None):
+    loc = f"[{section}] {key}" if key else f"[{section}]"
+    msg = f"{where}: {loc}: {problem}"
+    if suggestion:
+        msg += f" Did you mean {suggestion}?"
+    raise ConfigError(msg + " Nothing was started.")
+
+
+def _suggest(word, candidates):
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"'{match[0]}'" if match else None
+
+
+def _type_name(v):
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _show(v):
+    return f'"{v}"' if isinstance(v, str) else repr(v).replace("True", "true").replace("False", "false")
+
+
+def _check_type(where, section, k, value):
+    """Coerce/verify `value` against key `k`; returns the typed value."""
+    t = k.type
+    bad = None
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad = "an integer"
+    elif t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            bad = "a finite number"
+        else:
+            value = float(value)
+    elif t == "bool":
+        if not isinstance(value, bool):
+            bad = "true or false"
+    elif t == "str":
+        if not isinstance(value, str):
+            bad = "a string (in quotes)"
+    elif t.startswith("list["):
+        inner = t[5:-1]
+        ok = isinstance(value, list) and all(
+            (isinstance(x, str) if inner == "str" else
+             (isinstance(x, int) and not isinstance(x, bool)) if inner == "int" else
+             (isinstance(x, (int, float)) and not isinstance(x, bool))) for x in value)
+        if not ok:
+            bad = f"a list of {'strings' if inner == 'str' else 'integers' if inner == 'int' else 'numbers'}"
+        else:
+            value = list(value)
+    if bad:
+        _fail(where, section, k.name, f"must be {bad}, got {_type_name(value)} {_show(value)}.")
+    if k.choices is not None and value not in k.choices:
+        _fail(where, section, k.name, f"must be one of {', '.join(map(_show, k.choices))}, got {_show(value)}.",
+              _suggest(str(value), k.choices))
+    if k.low is not None or k.high is not None:
+        items = value if isinstance(value, list) else [value]
+        for x in items:
+            if k.low is not None and (x < k.low or (k.low_open and x == k.low)):
+                _fail(where, section, k.name, f"must be {'>' if k.low_open else '>='} {k.low:g}, got {_show(value)}.")
+            if k.high is not None and (x > k.high or (k.high_open and x == k.high)):
+                _fail(where, section, k.name, f"must be {'<' if k.high_open else '<='} {k.high:g}, got {_show(value)}.")
+    return value
+
+
+def _parse_override(item):
+    """'a.b=value' -> ('a', 'b', value); value in TOML syntax, or a bare word taken as a string."""
+    where = f"--set {item}"
+    path, sep, text = item.partition("=")
+    parts = path.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{where}: expected SECTION.KEY=VALUE (e.g. --set optimizer.lr=0.05). Nothing was started.")
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not text or any(c in text for c in "[]{}\"'=,"):
+            raise ConfigError(f"{where}: {text!r} is not a TOML value (strings may be bare words or quoted). "
+                              "Nothing was started.") from None
+        value = text
+    return parts[0], parts[1], value, where
+
+
+def load_config(path, overrides=(), check_files=True):
+    """Parse, override and validate a config file; returns a `Config` or raises `ConfigError`."""
+    where = os.fspath(path)
+    try:
+        with open(where, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such config file. Nothing was started.") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it ({exc.strerror}). Nothing was started.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}. Nothing was started.") from None
+    origins = {}    # (section, key) -> where the value came from
+    for section, table in raw.items():
+        if isinstance(table, dict):
+            for key in table:
+                origins[(section, key)] = where
+    for item in overrides:
+        section, key, value, w = _parse_override(item)
+        if section not in SCHEMA:
+            _fail(w, section, None, f"unknown section; sections are {', '.join(SECTION_ORDER)}.",
+                  _suggest(section, SCHEMA) and f"[{_suggest(section, SCHEMA)[1:-1]}]")
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            _fail(w, section, None, "is not a table in the config file.")
+        table[key] = value
+        origins[(section, key)] = w
+    return validate(raw, where, origins, check_files=check_files)
+
+
+def validate(raw, where="<config>", origins=None, check_files=True):
+    origins = origins or {}
+
+    def src(section, key=None):
+        return origins.get((section, key), where)
+
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            sug = _suggest(section, SCHEMA)
+            if not isinstance(table, dict):
+                _fail(where, "top level", section, "unknown key; every setting belongs to a section "
+                      f"({', '.join(f'[{s}]' for s in SECTION_ORDER)}).")
+            _fail(where, section, None, "unknown section.", sug and f"[{sug[1:-1]}]")
+        if not isinstance(table, dict):
+            _fail(where, "top level", section, f"must be a table ([{section}]), got {_type_name(table)}.")
+
+    sections = {}
+    for section in SECTION_ORDER:
+        table = dict(raw.get(section, {}))
+        schema = {k.name: k for k in SCHEMA[section]}
+        extra = _dynamic_keys(section, table, src, where)
+        schema.update(extra)
+        allowed = _allowed(section, table, schema)
+        values = {}
+        for key, value in table.items():
+            if key not in schema:
+                _unknown(src(section, key), section, key, schema)
+            if key not in allowed:
+                _fail(src(section, key), section, key, _not_applicable(section, key, table))
+            values[key] = _check_type(src(section, key), section, schema[key], value)
+        for name, k in schema.items():
+            if name not in values:
+                if k.default is REQUIRED:
+                    _fail(where, section, name, "is required.")
+                values[name] = list(k.default) if isinstance(k.default, list) else k.default
+        sections[section] = values
+        if section == "job":    # user modules may register the models and rules named below
+            import_job_modules(values["imports"], src("job", "imports"))
+
+    cfg_where = where
+    _cross_checks(sections, src, cfg_where, check_files)
+    if not sections["job"]["name"]:
+        sections["job"]["name"] = os.path.splitext(os.path.basename(where))[0] or "job"
+    return Config(source=where, **{s: Section(s, sections[s]) for s in SECTION_ORDER})
+
+
+# keys of the built-in models and update rules, for "did you mean 'lr' in [optimizer]?"
+_ELSEWHERE = {"optimizer": {"lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps"},
+              "model": {"hidden", "activation", "dropout", "channels", "kernel_size"}}
+
+
+def _unknown(where, section, key, schema):
+    sug = _suggest(key, schema)
+    if not sug:
+        for other in SECTION_ORDER:
+            names = {k.name for k in SCHEMA[other]} | _ELSEWHERE.get(other, set())
+            if other != section and key in names:
+                sug = f"'{key}' in [{other}]"
+                break
+    _fail(where, section, key, f"unknown key in [{section}]; known keys: {', '.join(sorted(schema))}.", sug)
+
+
+def _not_applicable(section, key, table):
+    if section == "data":
+        source = table.get("source", "digits")
+        users = sorted(s for s, keys in DATA_KEYS.items() if key in keys)
+        return f"does not apply to source {_show(source)} (it is used by {', '.join(users)})."
+    if section == "schedule":
+        name = table.get("name", "constant")
+        users = sorted(s for s, keys in SCHEDULE_KEYS.items() if key in keys)
+        return f"does not apply to schedule {_show(name)} (it is used by {', '.join(users)})."
+    return "does not apply here."
+
+
+def _allowed(section, table, schema):
+    if section == "data":
+        source = table.get("source", "digits")
+        return DATA_COMMON | DATA_KEYS.get(source, set())
+    if section == "schedule":
+        return {"name"} | SCHEDULE_KEYS.get(table.get("name", "constant"), set())
+    return set(schema)
+
+
+def _dynamic_keys(section, table, src, where):
+    """Keys of the chosen model / optimizer rule."""
+    if section == "model":
+        from .models import model_params, registered_models
+        name = table.get("name")
+        if name is None:
+            _fail(where, "model", "name", f"is required; registered models: {', '.join(registered_models())}.")
+        if not isinstance(name, str):
+            _fail(src("model", "name"), "model", "name", f"must be a string, got {_type_name(name)} {_show(name)}.")
+        params = model_params(name)
+        if params is None:
+            _fail(src("model", "name"), "model", "name",
+                  f"unknown model {_show(name)}; registered: {', '.join(registered_models())}.",
+                  _suggest(name, registered_models()))
+        return {k.name: k for k in params}
+    if section == "optimizer":
+        return _optimizer_keys(table, src, where)
+    return {}
+
+
+def _optimizer_keys(table, src, where):
+    import importlib
+    from .. import optim
+    name = table.get("name", "sgd")
+    if not isinstance(name, str):
+        _fail(src("optimizer", "name"), "optimizer", "name", f"must be a string, got {_type_name(name)}.")
+    try:
+        rule = optim.get_rule(name)
+    except ValueError:
+        _fail(src("optimizer", "name"), "optimizer", "name",
+              f"unknown update rule {_show(name)}; registered: {', '.join(optim.available_rules())} "
+              "(rules defined in your own module are registered when [job] imports names it).",
+              _suggest(name.lower(), optim.available_rules()))
+    keys = {}
+    defaults = dict(rule.defaults or {})
+    for hp, default in defaults.items():
+        required = default is optim.REQUIRED
+        if isinstance(default, bool):
+            t = "bool"
+        elif isinstance(default, (tuple, list)):
+            t = "list[float]"
+            default = list(default)
+        elif isinstance(default, (int, float)) or required:
+            t = "float"
+        else:
+            t = "str"
+        if hp == "lr" and required:
+            default = 0.1   # a config always runs; SGD has no default rate of its own
+        keys[hp] = Key(hp, t, REQUIRED if (required and hp != "lr") else default,
+                       f"{rule.name} hyperparameter.")
+    if not defaults:      # a plain function rule: any numeric hyperparameters
+        for hp in table:
+            if hp != "name":
+                keys[hp] = Key(hp, "float", None, "rule hyperparameter")
+    if "lr" not in keys:
+        keys["lr"] = Key("lr", "float", 0.1, "learning rate")
+    return keys
+
+
+def import_job_modules(modules, where="<config>"):
+    import importlib
+    import sys
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            raise ConfigError(f"{where}: [job] imports: cannot import {mod!r} ({exc}). Nothing was started.") from None
+
+
+def _cross_checks(sections, src, where, check_files):
+    d = sections["data"]
+    if d["source"] in ("npz", "idx") and not d["path"]:
+        _fail(where, "data", "path", f"is required for source {_show(d['source'])}.")
+    if check_files:
+        path = d["path"]
+        if d["source"] == "npz" and not os.path.isfile(path):
+            _fail(src("data", "path"), "data", "path", f"no such file: {path}.")
+        if d["source"] in ("idx", "fashion_mnist"):
+            from ..data import FASHION_MNIST_ROOT
+            root = path or FASHION_MNIST_ROOT
+            if not os.path.isdir(root):
+                hint = (" Fashion-MNIST comes from the Debian package dataset-fashion-mnist "
+                        "(`sudo apt-get install dataset-fashion-mnist`), which installs it there."
+                        if d["source"] == "fashion_mnist" else "")
+                _fail(src("data", "path"), "data", "path", f"no such directory: {root}.{hint}")
+            names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+            if d["use_test_split"]:
+                names += ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+            for n in names:
+                if not any(os.path.isfile(os.path.join(root, n + ext)) for ext in ("", ".gz")):
+                    _fail(src("data", "path"), "data", "path", f"{root} has no {n} (or {n}.gz).")
+    if d["image_shape"] and len(d["image_shape"]) != 3:
+        _fail(src("data", "image_shape"), "data", "image_shape",
+              f"must be [channels, height, width], got {d['image_shape']}.")
+    if any(s <= 0 for s in d["image_shape"]):
+        _fail(src("data", "image_shape"), "data", "image_shape", "sizes must be > 0.")
+    from .. import optim
+    o = sections["optimizer"]
+    rule = optim.get_rule(o["name"])
+    hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items() if k != "name" and v is not None}
+    full = {**{k: v for k, v in (rule.defaults or {}).items() if v is not optim.REQUIRED}, **hp}
+    try:
+        rule.validate(full)
+    except (ValueError, TypeError, KeyError) as exc:
+        bad = next((k for k in hp if k in str(exc)), None)
+        _fail(src("optimizer", bad) if bad else where, "optimizer", bad, f"{exc}.")
+    from .models import check_model_config
+    problem = check_model_config(sections["model"])
+    if problem:
+        key, text = problem
+        _fail(src("model", key), "model", key, text)
+
+
+# ---------------------------------------------------------------------------------------------
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def dump_toml(cfg):
+    """The resolved config (every key, defaults filled in) as TOML text that loads back equal."""
+    lines = []
+    for section in SECTION_ORDER:
+        lines.append(f"[{section}]")
+        for key, value in getattr(cfg, section).as_dict().items():
+            if value is None:
+                continue
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def differences(a, b):
+    """(section, key) pairs whose values differ between two configs."""
+    out = []
+    for section in SECTION_ORDER:
+        da, db = getattr(a, section).as_dict(), getattr(b, section).as_dict()
+        for key in sorted(set(da) | set(db)):
+            if da.get(key) != db.get(key):
+                out.append((section, key))
+    return out

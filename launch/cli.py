@@ -1,0 +1,172 @@
+"""The `dtrun` command line (click).
+
+`dtrun [run] -n N TARGET [ARGS]...` — TARGET is a config (`*.toml`: a training job) or a
+Python script (library mode, like torchrun). `dtrun plot RUN_DIR` draws the curves of a run.
+"""
+import os
+import shlex
+import sys
+
+import click
+
+from . import mpi
+
+CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
+
+
+class _RunByDefault(click.Group):
+    """`dtrun -n 2 job.toml` means `dtrun run -n 2 job.toml`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
+            args = ["run"] + list(args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_RunByDefault, context_settings=CONTEXT)
+@click.version_option(package_name="disttrain", prog_name="dtrun")
+def main():
+    """Launch disttrain training on N MPI ranks.
+
+    \b
+      dtrun -n 2 configs/digits_mlp.toml              a config job (same as `dtrun run ...`)
+      dtrun -n 2 configs/digits_mlp.toml --set optimizer.lr=0.05
+      dtrun -n 2 configs/digits_mlp.toml --run-dir runs/a --resume
+      dtrun -n 4 train.py --my-arg 1                   your own script on 4 ranks
+      dtrun plot runs/digits_mlp-20260101-120000      loss/accuracy curves to a PNG
+
+    Run `dtrun run --help` for all options of a launch.
+    """
+
+
+class _RunCommand(click.Command):
+    """Options may follow a config (`dtrun -n 2 job.toml --set a.b=1 --resume`); everything after
+    a script (`dtrun -n 2 train.py --lr 1`) belongs to the script."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        takes_value = {opt for p in self.params if isinstance(p, click.Option) and not p.is_flag
+                       for opt in p.opts + p.secondary_opts}
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a == "--":
+                break
+            if a.startswith("-"):
+                if a in takes_value:
+                    i += 1
+                i += 1
+                continue
+            if a.endswith(".toml"):      # the config: parse what follows as options too
+                args = args[:i] + args[i + 1:] + ["--", a]
+            break
+        return super().parse_args(ctx, args)
+
+
+def _parse_env(values):
+    env = {}
+    for item in values:
+        key, sep, val = item.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY a variable name",
+                                     param_hint="--env")
+        env[key] = val
+    return env
+
+
+@main.command("run", cls=_RunCommand, short_help="Run a config job or a script on N ranks (the default command).",
+              context_settings=dict(CONTEXT, ignore_unknown_options=True, allow_interspersed_args=False))
+@click.option("-n", "--nprocs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of ranks. 1 runs in this process, without mpiexec.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set optimizer.lr=0.05 (TOML value syntax; "
+                   "repeatable). Config jobs only.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: <job.output_dir>/<job.name>-<timestamp>). Config jobs only.")
+@click.option("--resume", is_flag=True,
+              help="Continue from the latest checkpoint in --run-dir (or in the newest run "
+                   "directory of this job). Config jobs only.")
+@click.option("--mpiexec", "mpiexec_path", metavar="PATH", default=None,
+              help="mpiexec to use (default: the one of the MPI mpi4py uses, e.g. the mpich "
+                   "wheel's next to this Python).")
+@click.option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Host file, passed to mpiexec (-f for MPICH, --hostfile for Open MPI).")
+@click.option("--hosts", metavar="H1,H2,...", default=None,
+              help="Comma-separated hosts, passed to mpiexec (-hosts / --host).")
+@click.option("--env", "env_items", multiple=True, metavar="KEY=VALUE",
+              help="Set an environment variable on every rank (repeatable).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Stop every rank and exit with status 124 after this many seconds.")
+@click.option("--threads-per-rank", type=click.IntRange(min=1), default=None,
+              help="BLAS/Numba threads per rank (default: cores / ranks on this machine; "
+                   "variables already set in the environment win).")
+@click.option("--dry-run", is_flag=True, help="Print the exact command and exit without running it.")
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run_cmd(nprocs, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, env_items, timeout,
+            threads_per_rank, dry_run, target, args):
+    """Run TARGET on N ranks: a config job (TARGET ends in .toml) or a Python script.
+
+    \b
+    A script gets ARGS as its sys.argv[1:]. Each rank runs under `python -m mpi4py`, so an
+    uncaught exception or sys.exit(non-zero) on any rank aborts every rank; dtrun then names
+    the failing rank, prints its traceback and exits non-zero. Output lines are prefixed
+    with their rank ("[1] ..."); rank 0 of a config job draws a progress bar when dtrun's
+    output is a terminal and logs plain lines otherwise. Ctrl-C stops every rank.
+    """
+    from . import launcher
+    env = _parse_env(env_items)
+    is_config = target.endswith(".toml")
+    if not is_config:
+        if overrides or run_dir or resume:
+            raise click.UsageError("--set, --run-dir and --resume apply to config jobs (TARGET.toml) only")
+        if not target.endswith(".py"):
+            raise click.UsageError(f"TARGET {target!r} must be a config (.toml) or a Python script (.py)")
+    elif args:
+        raise click.UsageError(f"unexpected arguments after the config: {' '.join(args)} "
+                               "(options go before TARGET; use --set KEY=VALUE to change the config)")
+    if not os.path.isfile(target):
+        raise click.BadParameter(f"{target}: no such file", param_hint="TARGET")
+    try:
+        rc = launcher.launch(
+            nprocs=nprocs, target=target, args=list(args), is_config=is_config,
+            overrides=list(overrides), run_dir=run_dir, resume=resume, mpiexec_path=mpiexec_path,
+            hostfile=hostfile, hosts=hosts, env=env, timeout=timeout,
+            threads_per_rank=threads_per_rank, dry_run=dry_run)
+    except mpi.LaunchError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(rc)
+
+
+@main.command("plot", context_settings=CONTEXT, short_help="Draw loss/accuracy curves of a run to a PNG.")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="PNG to write (default: RUN_DIR/curves.png).")
+def plot_cmd(run_dir, output):
+    """Draw training loss and validation accuracy of RUN_DIR/metrics.jsonl to a PNG.
+
+    Needs matplotlib: pip install "disttrain[plot]".
+    """
+    from disttrain.training.plot import PlotError, plot_run
+    try:
+        path = plot_run(run_dir, output)
+    except PlotError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {path}")
+
+
+@main.command("check", context_settings=CONTEXT, short_help="Validate a config and print it resolved.")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+def check_cmd(config, overrides):
+    """Validate CONFIG (with --set overrides) and print the resolved config as TOML."""
+    from disttrain.training.config import ConfigError, dump_toml, load_config
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(dump_toml(cfg), nl=False)
+
+
+def quote(argv):
+    return shlex.join(argv)

@@ -1,0 +1,115 @@
+"""`dtrun run`: check the job, then run it in this process (-n 1) or under mpiexec."""
+import os
+import runpy
+import shlex
+import sys
+import threading
+
+from . import mpi, runner
+
+
+def _config_job(target, overrides, run_dir, resume, nprocs, dry_run):
+    from disttrain.training import job
+    from disttrain.training.config import ConfigError, load_config
+    try:
+        cfg = load_config(target, overrides)
+        run_dir = job.plan_run_dir(cfg, run_dir, resume)
+        if not dry_run:
+            job.preflight(cfg, run_dir, resume, nprocs)
+    except ConfigError as exc:
+        raise mpi.LaunchError(str(exc)) from None
+    return cfg, run_dir
+
+
+def _watchdog(timeout):
+    """-n 1 has no mpiexec to stop: end this process when the time is up."""
+    def fire():
+        sys.stderr.write(f"\ndtrun: the job exceeded --timeout {timeout:g} s; stopping.\n")
+        sys.stderr.flush()
+        os._exit(124)
+    t = threading.Timer(timeout, fire)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, env,
+           timeout, threads_per_rank, dry_run):
+    import disttrain  # noqa: F401  (sets the default NUMBA_CACHE_DIR that ranks share)
+    in_process = nprocs == 1 and not hostfile and not hosts
+    cfg = None
+    if is_config:
+        cfg, run_dir = _config_job(target, overrides, run_dir, resume, nprocs, dry_run)
+
+    if in_process:
+        what = (f"config job {target} -> {run_dir}" + (" (resume)" if resume else "")) if is_config \
+            else shlex.join([sys.executable, target] + args)
+        if dry_run:
+            print(f"# -n 1: runs in this process, without mpiexec: {what}")
+            return 0
+        os.environ.update(env)
+        if timeout:
+            _watchdog(timeout)
+        if is_config:
+            from disttrain.training import job
+            job.create_run_dir(cfg, run_dir)
+            job.run_in_process(cfg, run_dir, resume)
+            return 0
+        sys.argv = [target] + list(args)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+        runpy.run_path(target, run_name="__main__")
+        return 0
+
+    mpiexec = mpi.find_mpiexec(mpiexec_path)
+    dialect = mpi.detect_dialect(mpiexec)
+    nhosts = len(hosts.split(",")) if hosts else (_count_hosts(hostfile) if hostfile else 1)
+    rank_env = {
+        "NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"],
+        "PYTHONUNBUFFERED": "1",          # lines reach the launcher as they are printed
+        "DTRUN_CONTROL": "1",
+        "DTRUN_PROGRESS": "bar" if sys.stdout.isatty() else "plain",
+    }
+    if threads_per_rank:
+        rank_env.update({k: str(threads_per_rank) for k in mpi.THREAD_ENV_VARS})
+    else:
+        rank_env.update(mpi.thread_env(nprocs, nhosts, env))
+    rank_env.update(env)
+    if is_config:
+        rank_argv = ["-m", "mpi4py", "-m", "launch.rank", "config", os.path.abspath(run_dir)]
+        rank_argv += ["--resume"] if resume else []
+    else:
+        rank_argv = ["-m", "mpi4py", "-m", "launch.rank", "script", os.path.abspath(target)] + list(args)
+    io_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "dtrun-io-XXXXXX") if dry_run else runner.make_io_dir()
+    spec = mpi.LaunchSpec(nprocs=nprocs, rank_argv=rank_argv, env=rank_env, hostfile=hostfile, hosts=hosts,
+                          timeout=timeout, io_dir=io_dir)
+    argv, launcher_env = mpi.build_command(spec, mpiexec, dialect)
+    if dry_run:
+        prefix = [f"{k}={v}" for k, v in launcher_env.items()]
+        print(shlex.join((["env"] + prefix if prefix else []) + argv))
+        if is_config:
+            print(f"# run directory: {run_dir}" + (" (resume)" if resume else ""))
+        return 0
+    try:
+        if is_config:
+            from disttrain.training import job
+            job.create_run_dir(cfg, run_dir)
+            print(f"dtrun: {nprocs} ranks, run directory {run_dir}", flush=True)
+        if not is_config:
+            _warm_numba_cache()
+        return runner.run(argv, launcher_env, nprocs, dialect, io_dir, timeout=timeout)
+    finally:
+        runner.remove_io_dir(io_dir)
+
+
+def _count_hosts(path):
+    try:
+        with open(path) as f:
+            return max(1, sum(1 for line in f if line.strip() and not line.lstrip().startswith("#")))
+    except OSError:
+        return 1
+
+
+def _warm_numba_cache():
+    """Script jobs: compile the common kernels once, here, before N ranks would race to."""
+    from . import warmup
+    warmup.warm()

@@ -1,0 +1,64 @@
+"""What each rank runs: `python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS...)`.
+
+`python -m mpi4py` turns an uncaught exception or a non-zero `sys.exit` into `MPI_Abort`,
+so one failing rank ends the job instead of leaving the others waiting. This module adds
+control lines (starting with CONTROL) on stderr that the launcher reads and hides: the
+rank's pid (to name a rank killed by a signal) and why the rank failed.
+"""
+import os
+import runpy
+import sys
+
+CONTROL = "\x1edtrun:"
+
+
+def rank_from_env():
+    for key in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def control(message):
+    """One control line, written with a single write() so it never interleaves."""
+    try:
+        os.write(2, f"{CONTROL}{message}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _describe(exc):
+    if isinstance(exc, SystemExit):
+        return f"sys.exit({exc.code!r})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt)"
+    text = f"{type(exc).__name__}: {exc}".splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("DTRUN_CONTROL") == "1":
+        control(f"pid {os.getpid()}")
+    try:
+        if argv and argv[0] == "config":
+            from disttrain.training.job import run_from_run_dir
+            run_from_run_dir(argv[1], resume="--resume" in argv[2:])
+        elif argv and argv[0] == "script":
+            path = argv[1]
+            sys.argv = [path] + argv[2:]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+            runpy.run_path(path, run_name="__main__")
+        else:
+            raise SystemExit("usage: python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS...)")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            control(f"failed {_describe(exc)}")
+        raise
+    except BaseException as exc:
+        control(f"failed {_describe(exc)}")
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""Running mpiexec: per-rank output with whole-line `[rank]` prefixes, failure reports,
+a wall-time watchdog and Ctrl-C that stops every rank."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from . import mpi
+from .rank import CONTROL
+
+POLL_S = 0.05
+TAIL_LINES = 40
+
+
+class Terminal:
+    """Rank 0's progress bar lives on the launcher's terminal: ranks send it as control
+    lines, and ordinary lines are printed above it."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.bar = ""
+        self.lock = threading.Lock()
+
+    def line(self, text, stream=None):
+        stream = stream or self.stream
+        with self.lock:
+            if self.bar and self.tty:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            stream.write(text + "\n")
+            stream.flush()
+            if self.bar and self.tty:
+                self.stream.write(self.bar)
+                self.stream.flush()
+
+    def progress(self, text):
+        if not self.tty:      # ranks are told to log plain lines then; be safe anyway
+            return
+        with self.lock:
+            self.bar = text
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+
+    def end_progress(self):
+        with self.lock:
+            if self.bar and self.tty:
+                self.stream.write("\n")
+                self.stream.flush()
+            self.bar = ""
+
+
+class RankStream:
+    """Tails one rank's output file and emits whole lines, prefixed with the rank."""
+
+    def __init__(self, rank, kind, path_fn, term, job):
+        self.rank, self.kind, self.path_fn, self.term, self.job = rank, kind, path_fn, term, job
+        self.path = None
+        self.fh = None
+        self.partial = b""
+        self.lines = []         # kept for the failure report (stderr only)
+
+    def poll(self, final=False):
+        if self.fh is None:
+            self.path = self.path_fn()
+            if not self.path or not os.path.exists(self.path):
+                return
+            self.fh = open(self.path, "rb")
+        data = self.fh.read()
+        if data:
+            self.partial += data
+            *complete, self.partial = self.partial.split(b"\n")
+            for raw in complete:
+                self.emit(raw.decode("utf-8", "replace"))
+        if final and self.partial:
+            self.emit(self.partial.decode("utf-8", "replace"))
+            self.partial = b""
+
+    def emit(self, text):
+        text = text.rstrip("\r")
+        if text.startswith(CONTROL):
+            self.job.control(self.rank, text[len(CONTROL):])
+            return
+        if self.kind == "err":
+            self.lines.append(text)
+            if len(self.lines) > 400:
+                del self.lines[:200]
+        self.term.line(f"[{self.rank}] {text}", sys.stderr if self.kind == "err" else sys.stdout)
+
+    def close(self):
+        if self.fh:
+            self.fh.close()
+
+
+class Job:
+    def __init__(self, nprocs, term):
+        self.nprocs = nprocs
+        self.term = term
+        self.pids = {}            # rank -> pid, from the ranks' control lines
+        self.failures = []        # (time, rank, why), in the order they arrived
+
+    def control(self, rank, message):
+        kind, _, rest = message.partition(" ")
+        if kind == "pid" and rest.isdigit():
+            self.pids[int(rest)] = rank
+        elif kind == "failed":
+            self.failures.append((time.monotonic(), rank, rest))
+        elif kind == "progress":
+            self.term.progress(rest)
+        elif kind == "progress-end":
+            self.term.end_progress()
+
+
+def _signal_group(proc, sig):
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop(proc, grace=3.0):
+    """SIGINT (mpiexec forwards it to every rank), then SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        if sig == signal.SIGINT:
+            try:
+                proc.send_signal(sig)
+            except ProcessLookupError:
+                break
+        else:
+            _signal_group(proc, sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    # ranks started by a local Hydra proxy share mpiexec's process group
+    _signal_group(proc, signal.SIGKILL)
+
+
+def _rank_from_mpiexec_output(text, pids):
+    m = re.search(r"process rank (\d+)", text)          # Open MPI
+    if m:
+        return int(m.group(1))
+    m = re.search(r"RANK (\d+) PID", text)               # newer Hydra banners
+    if m:
+        return int(m.group(1))
+    for pid in re.findall(r"PID (\d+) RUNNING AT", text):  # Hydra banner
+        if int(pid) in pids:
+            return pids[int(pid)]
+    return None
+
+
+def _signal_name(num):
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _traceback_tail(lines):
+    """The last traceback in a rank's stderr (or its last lines)."""
+    start = None
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            start = i
+    body = lines[start:] if start is not None else lines[-10:]
+    body = [line for line in body if not line.startswith("Abort(")]
+    return body[-TAIL_LINES:]
+
+
+def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
+    """Run mpiexec to completion; return the exit status dtrun should exit with."""
+    term = Terminal()
+    job = Job(nprocs, term)
+    env = dict(os.environ)
+    env.update(launcher_env)
+    streams = []
+    for rank in range(nprocs):
+        for i, kind in ((0, "out"), (1, "err")):
+            streams.append(RankStream(
+                rank, kind, (lambda r=rank, i=i: mpi.rank_output_paths(io_dir, dialect, r)[i]), term, job))
+    mpiexec_log = tempfile.TemporaryFile()
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        raise mpi.LaunchError(f"cannot start {argv[0]}: {exc}") from None
+
+    stopping = {"why": None}
+
+    def on_signal(signum, frame):
+        if stopping["why"] is None:
+            stopping["why"] = "interrupted"
+            term.line("dtrun: interrupted; stopping all ranks", sys.stderr)
+            threading.Thread(target=stop, args=(proc,), daemon=True).start()
+        else:   # a second Ctrl-C: no more patience
+            _signal_group(proc, signal.SIGKILL)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    first_failure_seen = None
+    try:
+        while True:
+            for s in streams:
+                s.poll()
+            rc = proc.poll()
+            if rc is not None:
+                break
+            now = time.monotonic()
+            if timeout and now - start > timeout and stopping["why"] is None:
+                stopping["why"] = "timeout"
+                term.line(f"dtrun: the job exceeded --timeout {timeout:g} s; stopping all ranks", sys.stderr)
+                threading.Thread(target=stop, args=(proc,), daemon=True).start()
+            # A rank reported a failure: mpi4py aborts the job; make sure it ends soon.
+            if job.failures and stopping["why"] is None:
+                if first_failure_seen is None:
+                    first_failure_seen = now
+                elif now - first_failure_seen > 10:
+                    stopping["why"] = "failure"
+                    threading.Thread(target=stop, args=(proc,), daemon=True).start()
+            time.sleep(POLL_S)
+        for s in streams:
+            s.poll(final=True)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for s in streams:
+            s.close()
+        term.end_progress()
+    mpiexec_log.seek(0)
+    mpiexec_text = mpiexec_log.read().decode("utf-8", "replace")
+    mpiexec_log.close()
+    elapsed = time.monotonic() - start
+
+    if rc == 0 and stopping["why"] is None:
+        return 0
+    if stopping["why"] == "interrupted":
+        return 130
+    if stopping["why"] == "timeout" or (timeout and elapsed >= timeout and "timeout" in mpiexec_text.lower()):
+        sys.stderr.write(f"dtrun: job stopped after {elapsed:.1f} s (--timeout {timeout:g}).\n")
+        return 124
+    report_failure(job, streams, mpiexec_text, rc)
+    return rc if rc and rc > 0 else 1
+
+
+def report_failure(job, streams, mpiexec_text, rc):
+    err = {s.rank: s for s in streams if s.kind == "err"}
+    if job.failures:
+        _, rank, why = sorted(job.failures)[0]
+    else:
+        rank = _rank_from_mpiexec_output(mpiexec_text, job.pids)
+        m = re.search(r"(?:KILLED BY SIGNAL|signal):? (\d+)", mpiexec_text)
+        code = re.search(r"EXIT CODE: (\d+)", mpiexec_text)
+        if m:
+            why = f"killed by {_signal_name(int(m.group(1)))}"
+        elif code:
+            why = f"exit code {code.group(1)}"
+        else:
+            why = f"mpiexec exit status {rc}"
+    out = sys.stderr
+    if rank is None:
+        out.write(f"dtrun: the job failed ({why}); mpiexec said:\n")
+        out.write("".join(f"  {l}\n" for l in mpiexec_text.strip().splitlines()[-TAIL_LINES:]))
+        return
+    out.write(f"dtrun: rank {rank} failed: {why}\n")
+    tail = _traceback_tail(err[rank].lines) if rank in err else []
+    if tail:
+        out.write(f"dtrun: rank {rank} stderr (last lines):\n")
+        out.write("".join(f"  [{rank}] {l}\n" for l in tail))
+    out.write(f"dtrun: all {job.nprocs} ranks were stopped.\n")
+    out.flush()
+
+
+def make_io_dir():
+    return tempfile.mkdtemp(prefix="dtrun-io-")
+
+
+def remove_io_dir(path):
+    shutil.rmtree(path, ignore_errors=True)

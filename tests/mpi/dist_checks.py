@@ -1,0 +1,332 @@
+"""Many distributed checks in one `mpiexec -n N` launch (a launch costs ~1 s plus Numba's load).
+
+Every rank runs every check and prints one line per check:
+``CHECK <name> rank=<r> ok`` or ``CHECK <name> rank=<r> FAIL <why>``; the
+pytest side (tests/test_distributed.py) requires ``ok`` from every rank.
+Checks are collective: all ranks run them in the same order, and a failing
+assertion is caught, so one failure cannot desynchronise the rest.
+
+Usage: mpiexec -n N python tests/mpi/dist_checks.py OUTDIR
+"""
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+import disttrain as dt
+import disttrain.distributed as dist
+import disttrain.nn.functional as F
+from disttrain.data import DistributedSampler
+
+group = dist.init()
+RANK, N = group.rank, group.size
+OUTDIR = sys.argv[1] if len(sys.argv) > 1 else "."
+
+
+RESULTS = {}
+
+
+def check(name, fn):
+    try:
+        fn()
+    except Exception as e:     # report and go on: the other checks stay in step
+        msg = f"{type(e).__name__}: {e}".replace("\n", " | ")
+        RESULTS[name] = msg
+        print(f"CHECK {name} rank={RANK} FAIL {msg}", flush=True)
+        traceback.print_exc()
+        sys.stderr.flush()
+    else:
+        RESULTS[name] = "ok"
+        print(f"CHECK {name} rank={RANK} ok", flush=True)
+
+
+# -- collectives ---------------------------------------------------------------
+def collectives():
+    base = np.arange(6, dtype=np.float64) + 10 * RANK
+    ranks_sum = 10 * N * (N - 1) / 2
+    x = base.copy()
+    assert dist.all_reduce(x) is x
+    np.testing.assert_array_equal(x, N * np.arange(6) + ranks_sum)
+    x = base.astype(np.float32)
+    dist.all_reduce(x, "avg")
+    np.testing.assert_allclose(x, np.arange(6) + ranks_sum / N, rtol=1e-6)
+    x = base.copy()
+    dist.all_reduce(x, dist.ReduceOp.MAX)
+    np.testing.assert_array_equal(x, np.arange(6) + 10 * (N - 1))
+    x = base.astype(np.int64)
+    dist.all_reduce(x, "min")
+    np.testing.assert_array_equal(x, np.arange(6))
+    t = dt.tensor(base.copy())
+    assert dist.all_reduce(t, "sum") is t
+    np.testing.assert_array_equal(t.data, N * np.arange(6) + ranks_sum)
+    # broadcast from the last rank
+    x = np.full(3, float(RANK))
+    dist.broadcast(x, src=N - 1)
+    np.testing.assert_array_equal(x, np.full(3, N - 1.0))
+    # all_gather: row r is rank r's array
+    g = dist.all_gather(np.array([RANK, RANK * 2], np.int32))
+    np.testing.assert_array_equal(g, np.stack([[r, 2 * r] for r in range(N)]))
+    # reduce_scatter: rank r gets slice r of the sum
+    src = np.arange(2 * N, dtype=np.float64).reshape(N, 2) * (RANK + 1)
+    out = dist.reduce_scatter(src)
+    np.testing.assert_array_equal(out, (np.arange(2 * N).reshape(N, 2) * (N * (N + 1) / 2))[RANK:RANK + 1])
+    out = dist.reduce_scatter(src, op="avg")
+    np.testing.assert_allclose(out, (np.arange(2 * N).reshape(N, 2) * ((N + 1) / 2))[RANK:RANK + 1])
+    # non-blocking variants, several in flight at once
+    a, b = np.ones(5) * RANK, np.full(4, float(RANK))
+    w1 = dist.iall_reduce(a, "sum")
+    w2 = dist.ibroadcast(b, src=0)
+    w3 = dist.iall_gather(np.array([float(RANK)]))
+    w4 = dist.ireduce_scatter(np.ones(N * 3))
+    w5 = dist.ibarrier()
+    assert w1.wait() is a and w2.wait() is b
+    np.testing.assert_array_equal(a, np.full(5, ranks_sum / 10))
+    np.testing.assert_array_equal(b, np.zeros(4))
+    np.testing.assert_array_equal(w3.wait()[:, 0], np.arange(N))
+    np.testing.assert_array_equal(w4.wait(), np.full(3, float(N)))
+    w5.wait()
+    assert w1.is_completed()
+    dist.barrier()
+    assert dist.get_rank() == RANK and dist.get_world_size() == N and dist.is_initialized()
+    assert 0 <= dist.get_local_rank() < dist.get_local_world_size() <= N
+
+
+# -- DDP equivalence --------------------------------------------------------------
+B = 4              # per-rank batch
+STEPS = 10
+
+
+class MLP(dt.nn.Module):
+    def __init__(self, dtype, unused=False):
+        super().__init__()
+        self.fc1 = dt.nn.Linear(6, 16, dtype=dtype)
+        self.fc2 = dt.nn.Linear(16, 16, dtype=dtype)
+        self.fc3 = dt.nn.Linear(16, 4, dtype=dtype)
+        if unused:
+            self.unused = dt.nn.Linear(3, 3, dtype=dtype)
+
+    def forward(self, x):
+        return self.fc3(self.fc2(self.fc1(x).tanh()).relu())
+
+
+def make_data(dtype, per_rank, steps=STEPS):
+    rng = np.random.default_rng(1234)
+    X = rng.standard_normal((steps, N * per_rank, 6)).astype(dtype)
+    Y = rng.integers(0, 4, (steps, N * per_rank))
+    return X, Y
+
+
+def make_opt(kind, params):
+    if kind == "sgd":
+        return dt.optim.SGD(params, lr=0.1, momentum=0.9)
+    return dt.optim.Adam(params, lr=0.01)
+
+
+def reference(dtype, kind, accum=1, unused=False):
+    dt.manual_seed(7)
+    model = MLP(dtype, unused)
+    opt = make_opt(kind, model.parameters())
+    X, Y = make_data(dtype, B * accum)
+    for s in range(STEPS):
+        opt.zero_grad()
+        F.cross_entropy(model(dt.tensor(X[s])), dt.tensor(Y[s])).backward()
+        opt.step()
+    return model
+
+
+def run_ddp(dtype, kind, accum=1, unused=False, hook=None, **ddp_kwargs):
+    dt.manual_seed(7 + RANK)      # different initial weights: DDP must broadcast rank 0's
+    if RANK == 0:
+        dt.manual_seed(7)
+    model = MLP(dtype, unused)
+    ddp = dist.DistributedDataParallel(model, **ddp_kwargs)
+    if hook is not None:
+        ddp.register_comm_hook(None, hook)
+    opt = make_opt(kind, ddp.parameters())
+    X, Y = make_data(dtype, B * accum)
+    for s in range(STEPS):
+        opt.zero_grad()
+        for k in range(accum):
+            lo = (RANK * accum + k) * B    # this rank's k-th micro-batch of the global batch
+            x, y = dt.tensor(X[s, lo:lo + B]), dt.tensor(Y[s, lo:lo + B])
+            if k < accum - 1:
+                with ddp.no_sync():
+                    (F.cross_entropy(ddp(x), y) * (1.0 / accum)).backward()
+            else:
+                (F.cross_entropy(ddp(x), y) * (1.0 / accum)).backward()
+        opt.step()
+    return ddp
+
+
+def max_rel(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def compare(ddp, ref, tol):
+    got = dict(ddp.module.named_parameters())
+    for name, p in ref.named_parameters():
+        q = got[name]
+        if p._grad is None:
+            assert q._grad is None, f"{name}: reference has no gradient but DDP has one"
+            np.testing.assert_array_equal(q.data, p.data)
+            continue
+        err = max_rel(q.data, p.data)
+        assert err <= tol, f"{name}: max relative difference {err:.3g} > {tol:g}"
+    assert_bitwise_identical(ddp.module)
+
+
+def assert_bitwise_identical(model):
+    for name, p in model.named_parameters():
+        flat = np.ascontiguousarray(p.data).reshape(-1)
+        rows = dist.all_gather(flat.view(np.uint8))
+        for r in range(1, N):
+            assert np.array_equal(rows[r], rows[0]), f"{name}: rank {r} differs bitwise from rank 0"
+
+
+TOL = {np.float32: 1e-5, np.float64: 1e-10}
+
+
+def equivalence(kind, dtype, **kw):
+    def run():
+        ref = reference(dtype, kind, accum=kw.get("accum", 1), unused=kw.get("unused", False))
+        ddp = run_ddp(dtype, kind, **kw)
+        if kw.get("bucket_cap_mb", 25) < 1e-3:
+            assert len(ddp.bucket_layout) == 6, ddp.bucket_layout     # one bucket per parameter
+        compare(ddp, ref, TOL[dtype])
+    return run
+
+
+# -- error paths inside the job (caught, so the job goes on) ------------------------
+def unused_without_flag():
+    model = MLP(np.float64, unused=True)
+    ddp = dist.DistributedDataParallel(model)
+    x, y = make_data(np.float64, B, steps=1)
+    try:
+        F.cross_entropy(ddp(dt.tensor(x[0, :B])), dt.tensor(y[0, :B])).backward()
+    except RuntimeError as e:
+        msg = str(e)
+        assert "unused.weight" in msg and "unused.bias" in msg and "find_unused_parameters=True" in msg, msg
+        assert f"rank {RANK}" in msg, msg
+    else:
+        raise AssertionError("an unused parameter without find_unused_parameters did not raise")
+    ddp.remove_hooks()
+
+
+def mismatched_models():
+    width = 16 + (1 if RANK == N - 1 else 0)
+    model = dt.nn.Sequential(dt.nn.Linear(4, width), dt.nn.ReLU(), dt.nn.Linear(width, 2))
+    t0 = time.perf_counter()
+    try:
+        dist.DistributedDataParallel(model)
+    except dist.ModelMismatchError as e:
+        msg = str(e)
+        assert time.perf_counter() - t0 < 5.0
+        assert "'0.weight'" in msg and f"rank {N - 1}" in msg and "(16, 4)" in msg and "(17, 4)" in msg, msg
+        print(f"MISMATCH rank={RANK} {msg}", flush=True)
+    else:
+        raise AssertionError("DDP accepted models that differ across ranks")
+
+
+def comm_hooks():
+    for hook, tol in ((dist.fp16_compress_hook, 2e-3), (dist.bf16_compress_hook, 2e-2)):
+        ddp = run_ddp(np.float32, "sgd", hook=hook)
+        ref = reference(np.float32, "sgd")
+        for (name, p), q in zip(ref.named_parameters(), ddp.module.parameters()):
+            err = max_rel(q.data, p.data)
+            assert err <= tol, f"{hook.__name__} {name}: relative difference {err:.3g} > {tol}"
+        assert_bitwise_identical(ddp.module)
+
+
+def stall_detector():
+    stall = group.stall
+    old_timeout, old_log = stall.timeout, stall.log
+    lines = []
+    stall.timeout, stall.log = 0.3, lines.append
+    n_reports = len(stall.reports)
+    try:
+        if RANK == N - 1:
+            time.sleep(1.5)          # the late rank: every other rank waits for it
+        dist.all_reduce(np.ones(3))
+    finally:
+        stall.timeout, stall.log = old_timeout, old_log
+    if RANK != N - 1:
+        new = stall.reports[n_reports:]
+        assert new, "no stall was reported although rank N-1 slept past the timeout"
+        assert new[0]["not_joined"] == [N - 1], new[0]
+        assert f"[{N - 1}]" in lines[0] and "all_reduce" in lines[0], lines[0]
+        print(f"STALL rank={RANK} {lines[0]}", flush=True)
+    dist.barrier()
+
+
+def timeline():
+    path = os.path.join(OUTDIR, "trace-{rank}.json")
+    dt.manual_seed(7)
+    model = MLP(np.float32)
+    ddp = dist.DistributedDataParallel(model, timeline=path, bucket_cap_mb=2e-4, first_bucket_cap_mb=1e-4)
+    opt = ddp.trace_optimizer(make_opt("sgd", ddp.parameters()))
+    X, Y = make_data(np.float32, B, steps=2)
+    for s in range(2):
+        opt.zero_grad()
+        F.cross_entropy(ddp(dt.tensor(X[s, RANK * B:(RANK + 1) * B])), dt.tensor(Y[s, RANK * B:(RANK + 1) * B])).backward()
+        opt.step()
+    written = ddp.save_timeline()
+    group.engine.timeline = None
+    assert written == os.path.join(OUTDIR, f"trace-{RANK}.json")
+    with open(written) as f:
+        trace = json.load(f)
+    names = [e["name"] for e in trace["traceEvents"] if e.get("ph") == "X"]
+    for want in ("forward", "backward", "optimizer.step", "wait for buckets"):
+        assert want in names, f"{want!r} missing from the timeline: {sorted(set(names))}"
+    assert any(n.startswith("allreduce bucket") for n in names)
+    assert any(n.startswith("copy-in fc1.weight") for n in names)
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in trace["traceEvents"] if e.get("ph") == "X")
+    assert ddp.last_sync_stats["buckets"] >= 3
+
+
+def sampler():
+    for n_items, drop in ((10, False), (10, True), (3, False), (N * 5, False)):
+        s = DistributedSampler(n_items, shuffle=True, seed=3, drop_last=drop)
+        s.set_epoch(2)
+        mine = s.indices()
+        assert len(mine) == len(s)
+        shards = dist.all_gather(mine)            # equal lengths on every rank, or this fails
+        flat = shards.reshape(-1).tolist()
+        if drop:
+            assert len(set(flat)) == len(flat) == (n_items // N) * N
+        else:
+            assert set(flat) == set(range(n_items)) and len(flat) == -(-n_items // N) * N
+
+
+def thread_limits():
+    from disttrain.distributed import threads
+    local = dist.get_local_world_size()
+    want = max(1, threads.cores() // local)
+    if os.environ.get("OPENBLAS_NUM_THREADS") is None and os.environ.get("OMP_NUM_THREADS") is None:
+        got = threads.get_blas_threads()
+        assert got and all(g == want for g in got), f"BLAS threads {got}, expected {want}"
+
+
+check("collectives", collectives)
+for kind in ("sgd", "adam"):
+    for dtype in (np.float32, np.float64):
+        tag = f"{kind}_{np.dtype(dtype).name}"
+        check(f"ddp_{tag}", equivalence(kind, dtype))
+        check(f"ddp_{tag}_no_sync", equivalence(kind, dtype, accum=2))
+        check(f"ddp_{tag}_many_buckets", equivalence(kind, dtype, bucket_cap_mb=1e-5, first_bucket_cap_mb=1e-5))
+check("ddp_find_unused", equivalence("sgd", np.float64, unused=True, find_unused_parameters=True))
+check("ddp_unused_error", unused_without_flag)
+check("ddp_comm_hooks", comm_hooks)
+check("timeline", timeline)
+check("sampler", sampler)
+if N > 1:
+    check("ddp_mismatch_error", mismatched_models)
+    check("stall_detector", stall_detector)
+    check("thread_limits", thread_limits)
+dist.barrier()
+# One file per rank: mpiexec may interleave the ranks' stdout mid-line.
+with open(os.path.join(OUTDIR, f"results-{RANK}.json"), "w") as f:
+    json.dump(RESULTS, f)
+print(f"DONE rank={RANK}", flush=True)

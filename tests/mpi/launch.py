@@ -1,0 +1,38 @@
+"""Run a script under `mpiexec -n N` with a hard timeout (shared by the distributed tests)."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def mpiexec():
+    """The mpiexec next to this Python (the mpich wheel's), else the one on PATH."""
+    cand = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if os.path.exists(cand):
+        return cand
+    return shutil.which("mpiexec")
+
+
+def run(n, script, *args, timeout=120):
+    """Returns (returncode, stdout, stderr, seconds). Never hangs: both MPICH and we time out."""
+    exe = mpiexec()
+    if exe is None:
+        raise RuntimeError("mpiexec not found next to sys.executable or on PATH (pip install mpich)")
+    env = dict(os.environ)
+    env.setdefault("NUMBA_CACHE_DIR", os.path.join(REPO, ".numba-cache"))
+    env["MPIEXEC_TIMEOUT"] = str(int(timeout) - 5)     # MPICH kills the job itself first
+    env["NUMBA_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DISTTRAIN_STALL_TIMEOUT", None)
+    cmd = [exe, "-n", str(n), sys.executable, os.path.join(HERE, script), *map(str, args)]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"mpiexec -n {n} {script} {args} hung for {timeout} s:\n"
+                             f"{e.stdout}\n{e.stderr}") from None
+    return p.returncode, p.stdout, p.stderr, time.perf_counter() - t0

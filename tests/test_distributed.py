@@ -1,0 +1,127 @@
+"""Multi-rank tests: real `mpiexec -n N` launches (N = 1..4; 3 and 4 oversubscribe 2 cores).
+
+All checks of one N run in ONE launch (tests/mpi/dist_checks.py) to keep the
+time down; each test below asserts on that launch's per-rank results. The
+failure-path tests each need a job of their own, since the job must end.
+"""
+import functools
+import json
+import os
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi"))
+import launch  # noqa: E402
+
+NS = [1, 2, 3, 4]
+
+
+@functools.lru_cache(maxsize=None)
+def checks(n):
+    out = tempfile.mkdtemp(prefix=f"disttrain-dist{n}-")
+    rc, stdout, stderr, secs = launch.run(n, "dist_checks.py", out, timeout=240)
+    results = {}
+    for r in range(n):
+        path = os.path.join(out, f"results-{r}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                results[r] = json.load(f)
+    return dict(rc=rc, stdout=stdout, stderr=stderr, secs=secs, results=results, out=out)
+
+
+def assert_ok(n, name):
+    run = checks(n)
+    assert run["rc"] == 0 and len(run["results"]) == n, (
+        f"mpiexec -n {n} failed (rc {run['rc']}):\n{run['stdout'][-3000:]}\n{run['stderr'][-3000:]}")
+    bad = {r: res.get(name, "not run") for r, res in run["results"].items() if res.get(name) != "ok"}
+    assert not bad, f"{name} with {n} ranks: {bad}\n{run['stderr'][-3000:]}"
+
+
+@pytest.mark.parametrize("n", NS)
+def test_collectives(n):
+    assert_ok(n, "collectives")
+
+
+EQUIV = [f"ddp_{kind}_{dtype}{variant}" for kind in ("sgd", "adam") for dtype in ("float32", "float64")
+         for variant in ("", "_no_sync", "_many_buckets")]
+
+
+@pytest.mark.parametrize("name", EQUIV)
+@pytest.mark.parametrize("n", NS)
+def test_ddp_matches_single_process_and_ranks_agree_bitwise(n, name):
+    # 10 steps of DDP on N x 4 samples == 10 single-process steps on the global batch
+    # (rel. diff <= 1e-5 float32, <= 1e-10 float64); parameters bitwise equal on all ranks.
+    assert_ok(n, name)
+
+
+@pytest.mark.parametrize("n", NS)
+def test_ddp_find_unused_parameters(n):
+    assert_ok(n, "ddp_find_unused")
+
+
+@pytest.mark.parametrize("n", NS)
+def test_ddp_unused_parameter_without_flag_names_it(n):
+    assert_ok(n, "ddp_unused_error")
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_ddp_mismatched_models_fail_on_every_rank(n):
+    assert_ok(n, "ddp_mismatch_error")
+    lines = [ln for ln in checks(n)["stdout"].splitlines() if ln.startswith("MISMATCH")]
+    assert sorted(ln.split()[1] for ln in lines) == [f"rank={r}" for r in range(n)]
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_ddp_fp16_bf16_comm_hooks(n):
+    assert_ok(n, "ddp_comm_hooks")
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_stall_detector_names_the_late_rank(n):
+    assert_ok(n, "stall_detector")
+    assert f"ranks that have not joined it: [{n - 1}]" in checks(n)["stdout"]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_timeline_is_chrome_trace_json(n):
+    assert_ok(n, "timeline")
+    for r in range(n):
+        with open(os.path.join(checks(n)["out"], f"trace-{r}.json")) as f:
+            trace = json.load(f)
+        assert {e["ph"] for e in trace["traceEvents"]} == {"M", "X"}
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_distributed_sampler_shards(n):
+    assert_ok(n, "sampler")
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_blas_threads_limited_per_rank(n):
+    assert_ok(n, "thread_limits")
+
+
+def _assert_job_ended(rc, out, err, secs, *needles):
+    assert rc != 0, f"job exited 0:\n{out}\n{err}"
+    assert secs < 30, f"job took {secs:.1f} s to end"
+    for s in needles:
+        assert s in err + out, f"{s!r} not in output:\n{out}\n{err}"
+
+
+def test_raising_rank_aborts_the_whole_job():
+    rc, out, err, secs = launch.run(2, "fail_cases.py", "raise", timeout=60)
+    _assert_job_ended(rc, out, err, secs, "rank 1 of 2: uncaught exception",
+                      "ValueError: deliberate failure in the training loop")
+
+
+def test_sys_exit_nonzero_aborts_the_whole_job():
+    rc, out, err, secs = launch.run(3, "fail_cases.py", "exit", timeout=60)
+    _assert_job_ended(rc, out, err, secs, "rank 1 of 3: exited with sys.exit(3)")
+    assert rc == 3
+
+
+def test_uncaught_model_mismatch_ends_the_job():
+    rc, out, err, secs = launch.run(2, "fail_cases.py", "mismatch", timeout=60)
+    _assert_job_ended(rc, out, err, secs, "ModelMismatchError", "(8, 3)", "(9, 3)")
