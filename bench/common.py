@@ -53,6 +53,8 @@ def parse_lines(text):
     out = []
     for line in text.splitlines():
         line = line.strip()
+        if line.startswith("[") and "] " in line[:8]:      # dtrun's "[rank] " prefix
+            line = line.split("] ", 1)[1]
         if line.startswith("BENCH {"):
             try:
                 out.append(json.loads(line[6:]))
@@ -142,13 +144,18 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+CPU_TIMES = {}       # name -> CPU seconds per call, filled by time_alternating
+
+
 def time_alternating(steps, n_steps=None, rounds=None, warmup=None):
     """Time several step functions side by side.
 
     ``steps`` maps a name to a zero-argument callable doing one step. After
     ``warmup`` calls of each, the functions take turns in ``rounds`` rounds of
     ``n_steps/rounds`` timed calls each, so drifts of a shared, noisy machine
-    hit every framework alike. Returns {name: [seconds per call, ...]}.
+    hit every framework alike. Returns {name: [wall seconds per call, ...]};
+    the process CPU seconds per call go to ``CPU_TIMES`` (a figure the other
+    programs on a shared machine barely move).
     """
     n_steps = STEPS if n_steps is None else n_steps
     rounds = ROUNDS if rounds is None else rounds
@@ -157,18 +164,23 @@ def time_alternating(steps, n_steps=None, rounds=None, warmup=None):
         for _ in range(warmup):
             fn()
     times = {name: [] for name in steps}
+    cpu = {name: [] for name in steps}
     per_round = max(1, -(-n_steps // rounds))
-    clock = time.perf_counter
+    clock, cpu_clock = time.perf_counter, time.process_time
     for r in range(rounds):
         order = list(steps.items())
         if r % 2:                       # alternate who goes first, too
             order.reverse()
         for name, fn in order:
-            ts = times[name]
+            ts, cs = times[name], cpu[name]
             for _ in range(per_round):
+                c0 = cpu_clock()
                 t0 = clock()
                 fn()
                 ts.append(clock() - t0)
+                cs.append(cpu_clock() - c0)
+    CPU_TIMES.clear()
+    CPU_TIMES.update(cpu)
     return times
 
 
@@ -180,6 +192,8 @@ def pair_record(workload, unit, times, scale=1.0, **extra):
     if "torch" in times:
         tm = median(times["torch"]) * scale
         rec.update(torch=tm, torch_samples=len(times["torch"]), ratio=dt_med / tm)
+        if CPU_TIMES.get("torch") and CPU_TIMES.get("disttrain"):
+            rec["cpu_ratio"] = median(CPU_TIMES["disttrain"]) / median(CPU_TIMES["torch"])
     else:
         rec.update(torch=None, ratio=None, note="torch not installed: disttrain only")
     rec.update(extra)

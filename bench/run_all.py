@@ -87,16 +87,24 @@ def find(records, workload, **match):
     return None
 
 
-def f_record(records):
-    """Workload F's headline from bench/ddp_sync.py's lines (tolerant of its key names)."""
+def normalise_f(records):
+    """Give bench/ddp_sync.py's lines a workload name (F-mlp, F-lenet) and the F ratio."""
     for r in records:
-        w = str(r.get("workload", r.get("bench", "")))
-        if not w.upper().startswith("F") and "sync" not in w.lower():
-            continue
-        for key in ("sync_vs_raw", "sync_ratio", "ratio_vs_raw", "ratio"):
-            if isinstance(r.get(key), (int, float)):
-                return r, key
-    return None, None
+        if r.get("bench") == "ddp_sync":
+            r.setdefault("workload", f"F-{r.get('model')}")
+            r.setdefault("status", "ok")
+            sync, raw = r.get("sync_cost_ms"), r.get("raw_allreduce_ms")
+            if isinstance(sync, (int, float)) and isinstance(raw, (int, float)) and raw > 0:
+                r["sync_vs_raw"] = sync / raw
+
+
+def f_record(records):
+    """Workload F's headline: MLP (A) at the default bucket_cap_mb=25, best progress/wait mode."""
+    cands = [r for r in records if r.get("workload") == "F-mlp" and isinstance(r.get("sync_vs_raw"), float)
+             and r.get("bucket_cap_mb") == 25]
+    if not cands:
+        return None, None
+    return min(cands, key=lambda r: r["sync_vs_raw"]), "sync_vs_raw"
 
 
 def summarise(records):
@@ -104,21 +112,26 @@ def summarise(records):
     for w in ("A", "B", "C", "D"):
         r = find(records, w)
         rows.append(row(w, r, r and r.get("ratio"), r and r.get("disttrain"), r and r.get("torch"),
-                        (r and r.get("unit")) or "", records))
+                        (r and r.get("unit")) or "", records, cpu=r and r.get("cpu_ratio")))
     for w in ("E-A", "E-C"):
         r = find(records, w, framework="disttrain")
         t = find(records, w, framework="torch")
-        rows.append(row(w, r, r and r.get("efficiency"), r and r.get("t_2rank"), t and t.get("t_2rank"),
-                        "ms/step@2", records, peer=t and t.get("efficiency")))
+        cpu = None
+        if r and r.get("cpu_1rank") and r.get("cpu_nrank"):
+            cpu = r["cpu_1rank"] / r["cpu_nrank"]
+        rows.append(row(w, r, r and r.get("efficiency"), r and r.get("t_nrank"), t and t.get("t_nrank"),
+                        "ms/step@2", records, peer=t and t.get("efficiency"), cpu=cpu))
     fr, key = f_record(records)
-    rows.append(row("F", fr, fr and fr[key], None, None, key or "", records))
+    rows.append(row("F", fr, fr and fr[key], fr and fr.get("sync_cost_ms"), None,
+                    "sync ms" + (f", {fr['progress']}/{fr['wait']}" if fr else ""), records,
+                    raw=fr and fr.get("raw_allreduce_ms")))
     g = find(records, "G-startup")
     rows.append(row("G-cold", g, g and g["cold"], g and g["cold"], None, "s", records))
     rows.append(row("G-warm", g, g and g["warm"], g and g["warm"], None, "s", records))
     return rows
 
 
-def row(w, rec, value, dt_val, torch_val, unit, records, peer=None):
+def row(w, rec, value, dt_val, torch_val, unit, records, peer=None, raw=None, cpu=None):
     what, target, sense = TARGETS[w]
     met = None
     if isinstance(value, (int, float)):
@@ -129,7 +142,7 @@ def row(w, rec, value, dt_val, torch_val, unit, records, peer=None):
                    and r.get("status") in ("skipped", "error")]
         reason = skipped[0].get("reason") if skipped else "no result"
     return dict(workload=w, measure=what, unit=unit, disttrain=dt_val, torch=torch_val, value=value,
-                peer_value=peer, target=target, sense=sense, met=met, reason=reason)
+                peer_value=peer, target=target, sense=sense, met=met, reason=reason, raw=raw, cpu=cpu)
 
 
 def fmt(x, nd=3):
@@ -137,14 +150,16 @@ def fmt(x, nd=3):
 
 
 def table(rows):
-    out = [f"{'wl':<7}{'measure':<28}{'disttrain':>10}{'torch':>10}{'value':>8}{'target':>9}  met"]
+    out = [f"{'wl':<7}{'measure':<28}{'disttrain':>10}{'torch':>10}{'value':>8}{'cpu':>6}{'target':>9}  met"]
     for r in rows:
         tgt = ("<=" if r["sense"] == "le" else ">=") + f"{r['target']:g}"
         met = {True: "MET", False: "NOT MET", None: "n/a"}[r["met"]]
         line = f"{r['workload']:<7}{r['measure']:<28}{fmt(r['disttrain']):>10}{fmt(r['torch']):>10}" \
-               f"{fmt(r['value'], 2):>8}{tgt:>9}  {met}"
+               f"{fmt(r['value'], 2):>8}{fmt(r.get('cpu'), 2):>6}{tgt:>9}  {met}"
         if r["peer_value"] is not None:
             line += f"  (torch DDP: {r['peer_value']:.2f})"
+        if r.get("raw") is not None:
+            line += f"  (raw Allreduce {r['raw']:.3f} ms; {r['unit']})"
         if r["reason"]:
             line += f"  [{r['reason'][:60]}]"
         out.append(line)
@@ -159,16 +174,19 @@ def markdown(rows, doc):
              f"{m['mpi']}, torch {m['torch']}; {m['threads']} thread(s) per process; "
              f"medians of {doc['steps']} timed steps in {doc['rounds']} alternating rounds after "
              f"{doc['warmup']} warm-up steps.", "",
-             "| workload | measure | disttrain | PyTorch | value | target | met |", "|---|---|---|---|---|---|---|"]
+             "| workload | measure | disttrain | PyTorch | value | same on CPU time | target | met |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tgt = ("<= " if r["sense"] == "le" else ">= ") + f"{r['target']:g}"
         met = {True: "met", False: "**not met**", None: "n/a"}[r["met"]]
         torch_col = fmt(r["torch"])
+        if r.get("raw") is not None:
+            torch_col = f"raw Allreduce {r['raw']:.3f} ms"
         if r["peer_value"] is not None:
             torch_col += f" (eff. {r['peer_value']:.2f})"
         note = f" ({r['reason'][:80]})" if r["reason"] else ""
         lines.append(f"| {r['workload']} | {r['measure']} [{r['unit']}] | {fmt(r['disttrain'])} | {torch_col} | "
-                     f"{fmt(r['value'], 2)} | {tgt} | {met}{note} |")
+                     f"{fmt(r['value'], 2)} | {fmt(r.get('cpu'), 2)} | {tgt} | {met}{note} |")
     lines += ["", "All result lines (numbers rounded):", ""]
     skip_keys = {"workload", "status", "threads", "source", "desc", "unit"}
     for rec in doc["records"]:
@@ -249,6 +267,7 @@ def main():
         print(f"   {len(recs)} result(s) in {wall:.1f}s" + (f"  PROBLEM: {problem}" if problem else ""), flush=True)
         if problem and not recs:
             records.append(dict(workload=letters[0], status="skipped", reason=problem, source=script))
+    normalise_f(records)
     rows = summarise(records)
     os.makedirs(RESULTS, exist_ok=True)
     png = chart(rows, os.path.splitext(opts.out)[0] + ".png")

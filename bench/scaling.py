@@ -1,16 +1,17 @@
-"""Workload E: 2-rank data-parallel weak scaling, disttrain DDP vs PyTorch DDP (gloo).
+"""Workload E: data-parallel weak scaling, disttrain DDP vs PyTorch DDP (gloo).
 
-    mpiexec -n 2 python -m mpi4py bench/scaling.py          # A and C
+    mpiexec -n 2 python -m mpi4py bench/scaling.py          # A and C on 2 ranks
     dtrun -n 2 bench/scaling.py A                            # one workload
+    mpiexec -n 8 python -m mpi4py bench/scaling.py          # any rank count (on a bigger machine)
 
 Every figure comes from ONE launch, so all phases see the same machine:
   1rank   rank 0 trains the plain model alone; the other ranks sleep-wait
           (a busy-polling MPI wait would steal a core and flatter nothing);
-  2rank   every rank trains its shard (per-rank batch as in A/C) under DDP;
+  nrank   every rank trains its shard (per-rank batch as in A/C) under DDP;
   nocomm  every rank trains the plain model at once, no communication: the
           ceiling that memory bandwidth and the shared machine leave.
 The phases of both frameworks take turns in rounds. Efficiency (weak scaling)
-= median t(1rank) / median t(2rank); a 2-rank step time is the slowest rank's
+= median t(1rank) / median t(nrank); an n-rank step time is the slowest rank's
 time of that step. PyTorch ranks are these same processes, joined by a gloo
 process group over a loopback TCP rendezvous (127.0.0.1).
 """
@@ -39,16 +40,26 @@ def sleep_barrier():
         time.sleep(0.0005)
 
 
-def run_phase(step, n, ranks):
-    """n timed steps on `ranks` ("one" or "all"); returns per-step seconds (max over ranks)."""
+CPU = {}             # phase key -> this rank's CPU seconds per step (all threads of the process)
+
+
+def run_phase(step, n, ranks, key=None):
+    """n timed steps on `ranks` ("one" or "all"); returns per-step seconds (max over ranks).
+
+    Also records the process CPU time per step (all threads: a spinning comm
+    thread counts), a figure that the load of a shared machine barely moves.
+    """
     sleep_barrier()
     ts = np.zeros(n)
     if ranks == "all" or RANK == 0:
         clock = time.perf_counter
+        c0 = time.process_time()
         for i in range(n):
             t0 = clock()
             step()
             ts[i] = clock() - t0
+        if key is not None:
+            CPU.setdefault(key, []).append((time.process_time() - c0) / n)
     out = np.empty_like(ts)
     sleep_barrier()
     CTL.Allreduce(ts, out, op=MPI.MAX)
@@ -84,7 +95,7 @@ def build_dt(name, dist_ok):
             s = getattr(net2, "last_sync_stats", None)
             if s:
                 stats.append(s)
-        phases["disttrain/2rank"] = (step2_with_stats, "all")
+        phases["disttrain/nrank"] = (step2_with_stats, "all")
     return phases, W.state_arrays(m1)
 
 
@@ -98,7 +109,7 @@ def build_torch(name, torch, weights):
     return {
         "torch/1rank": (W.torch_step(W.torch_model(name, torch, weights), data, torch)[0], "one"),
         "torch/nocomm": (W.torch_step(W.torch_model(name, torch, weights), data, torch)[0], "all"),
-        "torch/2rank": (W.torch_step(W.torch_model(name, torch, weights), data, torch, wrap=TDDP)[0], "all"),
+        "torch/nrank": (W.torch_step(W.torch_model(name, torch, weights), data, torch, wrap=TDDP)[0], "all"),
     }
 
 
@@ -114,7 +125,7 @@ def bench(name, torch, dist_ok):
         phases.update(build_torch(name, torch, weights))
     if not phases:
         return [skip(f"E-{name}", why or "nothing to run")]
-    for step, ranks in phases.values():              # warm-up (collective for 2rank phases)
+    for step, ranks in phases.values():              # warm-up (collective for nrank phases)
         for _ in range(WARMUP):
             run_phase(step, 1, ranks)
     times = {k: [] for k in phases}
@@ -124,22 +135,26 @@ def bench(name, torch, dist_ok):
         if r % 2:
             order.reverse()
         for key, (step, ranks) in order:
-            times[key] += run_phase(step, per_round, ranks)
+            times[key] += run_phase(step, per_round, ranks, key)
     recs = []
     for fw in ("disttrain", "torch"):
-        t1, t2, tn = (times.get(f"{fw}/{p}") for p in ("1rank", "2rank", "nocomm"))
+        t1, t2, tn = (times.get(f"{fw}/{p}") for p in ("1rank", "nrank", "nocomm"))
         if t1 is None:
             continue
         rec = dict(workload=f"E-{name}", framework=fw, status="ok", ranks=SIZE, unit="ms/step",
                    t_1rank=median(t1) * 1e3, t_nocomm=median(tn) * 1e3,
                    ceiling=median(t1) / median(tn), samples=len(t1))
+        for p in ("1rank", "nrank", "nocomm"):       # rank 0's CPU ms per step
+            c = CPU.get(f"{fw}/{p}")
+            if c:
+                rec[f"cpu_{p}"] = median(c) * 1e3
         if t2 is not None:
             # efficiency / ceiling: the part of the loss that communication (not the
             # shared machine) is responsible for.
-            rec.update(t_2rank=median(t2) * 1e3, efficiency=median(t1) / median(t2),
+            rec.update(t_nrank=median(t2) * 1e3, efficiency=median(t1) / median(t2),
                        comm_efficiency=median(tn) / median(t2))
         else:
-            rec.update(t_2rank=None, efficiency=None,
+            rec.update(t_nrank=None, efficiency=None,
                        reason="disttrain.DistributedDataParallel / distributed.init not available yet")
         recs.append(rec)
     stats = SYNC_STATS.get(name) or []
@@ -153,7 +168,7 @@ def bench(name, torch, dist_ok):
     by = {r["framework"]: r for r in recs}
     if "disttrain" in by and "torch" in by and by["disttrain"].get("efficiency") and by["torch"].get("efficiency"):
         by["disttrain"]["torch_efficiency"] = by["torch"]["efficiency"]
-        by["disttrain"]["step_ratio_2rank"] = by["disttrain"]["t_2rank"] / by["torch"]["t_2rank"]
+        by["disttrain"]["step_ratio_nrank"] = by["disttrain"]["t_nrank"] / by["torch"]["t_nrank"]
     if why is not None:
         recs.append(dict(workload=f"E-{name}", framework="disttrain", status="skipped", reason=why))
     return [emit(r) if RANK == 0 else r for r in recs]

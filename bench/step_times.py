@@ -59,14 +59,16 @@ def bench_ops(torch):
 
 
 def table(records):
-    lines = [f"{'workload':<9}{'unit':<9}{'disttrain':>11}{'torch':>11}{'ratio':>8}  note"]
+    lines = [f"{'workload':<9}{'unit':<9}{'disttrain':>11}{'torch':>11}{'ratio':>8}{'cpu':>6}  note"]
     for r in records:
         if r.get("status") != "ok":
             lines.append(f"{r['workload']:<9}{'':<9}{'skipped':>11}{'':>11}{'':>8}  {r.get('reason', '')[:70]}")
             continue
         tm = "-" if r.get("torch") is None else f"{r['torch']:.3f}"
         ra = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
-        lines.append(f"{r['workload']:<9}{r['unit']:<9}{r['disttrain']:>11.3f}{tm:>11}{ra:>8}  {r.get('desc', '')}")
+        cr = "-" if r.get("cpu_ratio") is None else f"{r['cpu_ratio']:.2f}"
+        lines.append(f"{r['workload']:<9}{r['unit']:<9}{r['disttrain']:>11.3f}{tm:>11}{ra:>8}{cr:>6}  {r.get('desc', '')}")
+    lines.append("ratio = disttrain/torch wall-time medians; cpu = the same for process CPU time")
     return "\n".join(lines)
 
 

@@ -75,7 +75,7 @@ def _parse_env(values):
 
 
 @main.command("run", cls=_RunCommand, short_help="Run a config job or a script on N ranks (the default command).",
-              context_settings=dict(CONTEXT, ignore_unknown_options=True, allow_interspersed_args=False))
+              context_settings=dict(CONTEXT, allow_interspersed_args=False))
 @click.option("-n", "--nprocs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of ranks. 1 runs in this process, without mpiexec.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -83,7 +83,7 @@ def thread_env(nprocs, nhosts, user_env):
     """Per-rank thread limits: cores / ranks on this machine, unless the user set them."""
     local_ranks = max(1, math.ceil(nprocs / max(1, nhosts)))
     threads = max(1, cpu_count() // local_ranks)
-    return {k: str(threads) for k in THREAD_ENV_VARS if k not in user_env and k not in os.environ}
+    return {k: str(threads) for k in THREAD_ENV_VARS if k not in user_env and not os.environ.get(k)}
 
 
 @dataclass

@@ -29,7 +29,7 @@ def control(message):
 
 def _describe(exc):
     if isinstance(exc, SystemExit):
-        return f"sys.exit({exc.code!r})"
+        return exc.code if isinstance(exc.code, str) else f"sys.exit({exc.code!r})"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
     text = f"{type(exc).__name__}: {exc}".splitlines()

@@ -90,6 +90,8 @@ class RankStream:
             self.lines.append(text)
             if len(self.lines) > 400:
                 del self.lines[:200]
+            if self.job.quiet:      # stopping on purpose: the ranks' KeyboardInterrupt tracebacks are noise
+                return
         self.term.line(f"[{self.rank}] {text}", sys.stderr if self.kind == "err" else sys.stdout)
 
     def close(self):
@@ -103,6 +105,7 @@ class Job:
         self.term = term
         self.pids = {}            # rank -> pid, from the ranks' control lines
         self.failures = []        # (time, rank, why), in the order they arrived
+        self.quiet = False
 
     def control(self, rank, message):
         kind, _, rest = message.partition(" ")
@@ -114,6 +117,37 @@ class Job:
             self.term.progress(rest)
         elif kind == "progress-end":
             self.term.end_progress()
+
+
+def _alive(pid):
+    """False once a (local) process has exited, zombie included."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+class DeathWatch(threading.Thread):
+    """Notes which local rank exits first. Hydra's 'BAD TERMINATION' banner may name any of the
+    ranks it killed during cleanup; the first to vanish is the one that failed."""
+
+    def __init__(self, job, interval=0.005):
+        super().__init__(daemon=True)
+        self.job, self.interval = job, interval
+        self.first_dead = None
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        if not os.path.isdir("/proc"):
+            return
+        while not self.stop_flag.is_set() and self.first_dead is None:
+            dead = [rank for pid, rank in list(self.job.pids.items()) if not _alive(pid)]
+            if len(dead) == 1 and len(self.job.pids) == self.job.nprocs:
+                self.first_dead = dead[0]
+            elif dead:
+                return          # several at once: cannot tell; the banner decides
+            self.stop_flag.wait(self.interval)
 
 
 def _signal_group(proc, sig):
@@ -170,8 +204,21 @@ def _traceback_tail(lines):
         if line.startswith("Traceback (most recent call last)"):
             start = i
     body = lines[start:] if start is not None else lines[-10:]
-    body = [line for line in body if not line.startswith("Abort(")]
-    return body[-TAIL_LINES:]
+    out, skipping = [], False
+    for line in body:
+        if line.startswith("Abort("):
+            continue
+        if line.startswith("  File "):
+            # frames of the launch machinery (runpy, mpi4py, launch.rank) say nothing about the bug
+            skipping = any(s in line for s in _MACHINERY)
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return out[-TAIL_LINES:]
+
+
+_MACHINERY = ('"<frozen runpy>"', "mpi4py/run.py", "mpi4py/__main__.py", "launch/rank.py", "runpy.py")
 
 
 def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
@@ -198,6 +245,7 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
     def on_signal(signum, frame):
         if stopping["why"] is None:
             stopping["why"] = "interrupted"
+            job.quiet = True
             term.line("dtrun: interrupted; stopping all ranks", sys.stderr)
             threading.Thread(target=stop, args=(proc,), daemon=True).start()
         else:   # a second Ctrl-C: no more patience
@@ -205,6 +253,8 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     first_failure_seen = None
+    watch = DeathWatch(job)
+    watch.start()
     try:
         while True:
             for s in streams:
@@ -215,6 +265,7 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
             now = time.monotonic()
             if timeout and now - start > timeout and stopping["why"] is None:
                 stopping["why"] = "timeout"
+                job.quiet = True
                 term.line(f"dtrun: the job exceeded --timeout {timeout:g} s; stopping all ranks", sys.stderr)
                 threading.Thread(target=stop, args=(proc,), daemon=True).start()
             # A rank reported a failure: mpi4py aborts the job; make sure it ends soon.
@@ -228,6 +279,7 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
         for s in streams:
             s.poll(final=True)
     finally:
+        watch.stop_flag.set()
         for s, h in old.items():
             signal.signal(s, h)
         for s in streams:
@@ -245,16 +297,16 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
     if stopping["why"] == "timeout" or (timeout and elapsed >= timeout and "timeout" in mpiexec_text.lower()):
         sys.stderr.write(f"dtrun: job stopped after {elapsed:.1f} s (--timeout {timeout:g}).\n")
         return 124
-    report_failure(job, streams, mpiexec_text, rc)
+    report_failure(job, streams, mpiexec_text, rc, watch.first_dead)
     return rc if rc and rc > 0 else 1
 
 
-def report_failure(job, streams, mpiexec_text, rc):
+def report_failure(job, streams, mpiexec_text, rc, first_dead=None):
     err = {s.rank: s for s in streams if s.kind == "err"}
     if job.failures:
         _, rank, why = sorted(job.failures)[0]
     else:
-        rank = _rank_from_mpiexec_output(mpiexec_text, job.pids)
+        rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids)
         m = re.search(r"(?:KILLED BY SIGNAL|signal):? (\d+)", mpiexec_text)
         code = re.search(r"EXIT CODE: (\d+)", mpiexec_text)
         if m:

@@ -41,6 +41,16 @@ def test_tensor_copies_but_from_numpy_shares():
     assert t.data[0] == 0 and s.data[0] == 7
 
 
+def test_numpy_conversion_copies_only_when_asked():
+    t = dt.tensor(np.ones(3))
+    assert np.asarray(t) is t.data                  # no copy
+    snapshot = np.array(t)                          # a copy, as for any array
+    snapshot[0] = 5.0
+    assert t.data[0] == 1.0
+    assert np.array(t, dtype=np.float32).dtype == np.float32
+    assert np.asarray(t, dtype=np.float64) is t.data
+
+
 def test_integer_tensor_cannot_require_grad():
     with pytest.raises(RuntimeError, match="floating point"):
         dt.tensor([1, 2], requires_grad=True)

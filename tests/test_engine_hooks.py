@@ -161,3 +161,16 @@ def test_leaf_hook_runs_once_with_summed_gradient():
     (x * 2.0 + x * x + x).sum().backward()
     assert len(seen) == 1
     np.testing.assert_allclose(seen[0], 3.0 + 2 * x.data)
+
+
+def test_hook_on_op_output_made_leaf_under_no_grad():
+    x = dt.tensor(np.ones(2), requires_grad=True)
+    with dt.no_grad():
+        y = x * 2.0                  # an op output that is a plain leaf
+    y.requires_grad_()
+    seen = []
+    y.register_hook(lambda g: seen.append(1) or None)
+    y.register_post_accumulate_grad_hook(lambda t: seen.append(2))
+    (y * 3.0).sum().backward()
+    assert seen == [1, 2] and x.grad is None
+    np.testing.assert_array_equal(np.asarray(y.grad), [3.0, 3.0])

@@ -23,17 +23,20 @@ def ref_log_softmax(x, axis=-1):
 
 
 def ref_conv2d(x, w, b, stride, padding):
+    """Direct loops over every output element (stride/padding: int or (h, w))."""
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    oh = (h + 2 * padding - kh) // stride + 1
-    ow = (wd + 2 * padding - kw) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (wd + 2 * pw - kw) // sw + 1
     out = np.zeros((n, o, oh, ow))
     for i in range(n):
         for k in range(o):
             for y in range(oh):
                 for z in range(ow):
-                    patch = xp[i, :, y * stride:y * stride + kh, z * stride:z * stride + kw]
+                    patch = xp[i, :, y * sh:y * sh + kh, z * sw:z * sw + kw]
                     out[i, k, y, z] = (patch * w[k]).sum() + (0 if b is None else b[k])
     return out
 
@@ -183,11 +186,8 @@ def test_linear_float32_and_errors():
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), (1, 2), ((2, 1), (0, 1))])
 def test_conv2d(stride, padding):
     x, w, b = randn(2, 2, 5, 5), randn(3, 2, 3, 3), randn(3)
-    s = stride if isinstance(stride, int) else stride[0]
-    p = padding if isinstance(padding, int) else None
     out = F.conv2d(dt.tensor(x), dt.tensor(w), dt.tensor(b), stride=stride, padding=padding)
-    if p is not None:
-        np.testing.assert_allclose(out.numpy(), ref_conv2d(x, w, b, s, p), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.numpy(), ref_conv2d(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
     assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride, padding), [x, w, b])
 
 
@@ -346,3 +346,15 @@ def test_small_cnn_end_to_end_gradcheck():
         return F.cross_entropy(F.linear(h.reshape(2, -1), w2), labels)
 
     assert gradcheck(net, [randn(2, 1, 3, 3) * 0.5, randn(2), randn(2, 18) * 0.5])
+
+
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 1)])
+def test_max_pool_nan_propagates_like_pytorch(k, s):
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    x[0, 0, 1, 1] = np.nan
+    t = dt.tensor(x, requires_grad=True)
+    out = F.max_pool2d(t, k, s)
+    assert np.isnan(out.numpy()[0, 0, 0, 0]) and not np.isnan(out.numpy()[0, 1]).any()
+    out.sum().backward()
+    assert np.isnan(t.grad.numpy()).sum() == 0   # the gradient goes to the NaN's position, no NaN created
+    assert t.grad.numpy()[0, 0, 1, 1] >= 1

@@ -209,7 +209,8 @@ def test_load_state_dict_errors_name_the_problem():
     opt.step()
     sd = opt.state_dict()
     other = optim.Adam([param(np.zeros(3))])
-    with pytest.raises(ValueError, match=r"'exp_avg' of parameter 0 has shape \(2, 2\), the parameter has shape \(3,\)"):
+    with pytest.raises(ValueError,
+                       match=r"'exp_avg' of parameter 0 has shape \(2, 2\), the parameter has shape \(3,\)"):
         other.load_state_dict(sd)
     with pytest.raises(ValueError, match="saved state has 1 parameter groups, this optimizer has 2"):
         optim.Adam([{"params": [param([1.0])]}, {"params": [param([1.0])]}]).load_state_dict(sd)
@@ -304,3 +305,19 @@ def test_optimizer_on_a_model_and_closure():
 
     losses = [opt.step(closure).item() for _ in range(20)]
     assert losses[-1] < 1e-3 * losses[0]
+
+
+@pytest.mark.parametrize("name,hp", [CONFIGS[2], CONFIGS[6]], ids=["sgd-momentum", "adamw"])
+def test_non_contiguous_parameters_are_updated(name, hp):
+    base = np.random.default_rng(4).standard_normal((4, 3))
+    g = np.random.default_rng(5).standard_normal((3, 4))
+    results = []
+    for data in (np.ascontiguousarray(base.T), base.T):      # the same values, C- and F-ordered
+        p = dt.Tensor(data, requires_grad=True)
+        opt = optim.create(name, [p], **hp)
+        for _ in range(2):
+            p._grad = g
+            opt.step()
+        results.append(p.data)
+    assert results[1].base is base                           # updated in place, not replaced
+    np.testing.assert_array_equal(results[0], results[1])

@@ -51,31 +51,9 @@ def backward(roots, grads=None, retain_graph=False):
         if node not in node_grads:
             stack.append(node)
         _accumulate(node_grads, node, root._out_index, g)
+    g = None   # the seeds now live only in node_grads and leaves
 
-    # Collect the graph and count the edges into each leaf.
-    nodes = []
-    seen = set(stack)
-    while stack:
-        node = stack.pop()
-        if node.released:
-            raise RuntimeError(
-                f"Trying to backward through the graph a second time ({node.fn.__name__}): its saved "
-                "arrays were freed by the first backward; pass retain_graph=True to the first call")
-        nodes.append(node)
-        for inp in node.inputs:
-            if inp is None:
-                continue
-            parent = inp._node
-            if parent is None:
-                entry = leaves.get(inp)
-                if entry is None:
-                    leaves[inp] = [inp, 1, None]
-                else:
-                    entry[1] += 1
-            elif parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    nodes.sort(key=_seq, reverse=True)
+    nodes = _collect(stack, leaves)
 
     outer = _callbacks
     _callbacks = []
@@ -125,6 +103,35 @@ def backward(roots, grads=None, retain_graph=False):
 
 
 _seq = operator.attrgetter("seq")
+
+
+def _collect(stack, leaves):
+    """The nodes reachable from ``stack`` in backward order; counts the edges into each leaf."""
+    nodes = []
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        if node.released:
+            raise RuntimeError(
+                f"Trying to backward through the graph a second time ({node.fn.__name__}): its saved "
+                "arrays were freed by the first backward; pass retain_graph=True to the first call")
+        nodes.append(node)
+        for inp in node.inputs:
+            if inp is None:
+                continue
+            parent = inp._node
+            if parent is None:
+                entry = leaves.get(inp)
+                if entry is None:
+                    leaves[inp] = [inp, 1, None]
+                else:
+                    entry[1] += 1
+            elif parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    # Decreasing creation order is a topological order (a node is made after its inputs').
+    nodes.sort(key=_seq, reverse=True)
+    return nodes
 
 
 def _accumulate(node_grads, node, i, g):

@@ -148,9 +148,12 @@ class Tensor:
         return self.data.tolist()
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is None:
-            return self.data
-        return self.data.astype(dtype, copy=False)
+        # numpy 2 passes copy=True for np.array(t) and trusts us to honour it.
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            if copy is False:
+                raise ValueError(f"cannot convert a {self.data.dtype} tensor to {np.dtype(dtype)} without a copy")
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
 
     def astype(self, dtype):
         return _ops.cast(self, np.dtype(dtype))

@@ -80,5 +80,6 @@ class DataLoader:
         return tuple(Tensor(np.stack([np.asarray(s[k]) for s in samples])) for k in range(len(samples[0])))
 
     def __repr__(self):
+        sampler = None if self.sampler is None else type(self.sampler).__name__
         return (f"DataLoader({len(self.dataset)} samples, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"seed={self.seed}, drop_last={self.drop_last}, sampler={type(self.sampler).__name__ if self.sampler is not None else None})")
+                f"seed={self.seed}, drop_last={self.drop_last}, sampler={sampler})")

@@ -375,10 +375,11 @@ class DistributedDataParallel:
         comm_s = hidden = 0.0
         for b in self._buckets_list:
             w = b.work
-            if w is None or w.t_start is None or w.t_end is None:
+            ts, te = getattr(w, "t_start", None), getattr(w, "t_end", None)
+            if ts is None or te is None:     # a user hook's own handle: no timestamps
                 continue
-            comm_s += w.t_end - w.t_start
-            hidden += max(0.0, min(w.t_end, t_compute_end) - max(w.t_start, t0))
+            comm_s += te - ts
+            hidden += max(0.0, min(te, t_compute_end) - max(ts, t0))
         self.last_sync_stats = {
             "step": self._step, "backward_s": t_compute_end - t0, "wait_s": t_done - t_wait,
             "comm_s": comm_s, "hidden_fraction": hidden / comm_s if comm_s > 0 else 1.0,

@@ -94,14 +94,15 @@ def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default"
     stall = StallDetector(comm, stall_timeout, stall_abort) if comm.size > 1 else None
 
     limits = {"blas": None, "numba": None}
-    if comm.size > 1:
-        if abort_on_error:
-            _abort.install(comm)
-        if limit_threads and comm.local_size > 1:
-            limits = _threads.limit_threads(comm.local_size)
+    if comm.size > 1 and limit_threads and comm.local_size > 1:
+        limits = _threads.limit_threads(comm.local_size)
     engine = ProgressEngine(comm, threaded, wait, stall)
-    _group = ProcessGroup(comm, engine, stall, limits)
     atexit.register(engine.close)
+    if comm.size > 1 and abort_on_error:
+        # Registered after engine.close, so its exit handler runs first (atexit is LIFO):
+        # a dying rank aborts at once instead of first joining a thread stuck in MPI.
+        _abort.install(comm)
+    _group = ProcessGroup(comm, engine, stall, limits)
     return _group
 
 

@@ -266,8 +266,10 @@ class Module:
 
     # -- modes, gradients, dtypes ---------------------------------------------
     def train(self, mode=True):
-        for m in self.modules():
-            m.__dict__["training"] = bool(mode)
+        """Set training mode here and (through each child's own train()) below."""
+        self.training = bool(mode)
+        for child in self.children():
+            child.train(mode)
         return self
 
     def eval(self):

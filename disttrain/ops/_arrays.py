@@ -69,3 +69,25 @@ def crop_hw(g, ph, pw):
     if ph == 0 and pw == 0:
         return g
     return g[..., ph:g.shape[-2] - ph, pw:g.shape[-1] - pw]
+
+
+class _LazyKernels:
+    """A kernels module imported on first attribute access, then cached attribute by attribute."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+        value = getattr(importlib.import_module(f"disttrain.kernels.{self._name}"), attr)
+        setattr(self, attr, value)
+        return value
+
+
+def lazy_kernels(name):
+    """``disttrain.kernels.<name>``, imported when an op first runs a kernel.
+
+    ``import disttrain`` stays free of numba (a second or so at start-up); the
+    kernels compile (or load from NUMBA_CACHE_DIR) on their first call anyway.
+    """
+    return _LazyKernels(name)

@@ -8,9 +8,10 @@ input is contiguous, nothing is copied.
 import numpy as np
 
 from ..autograd.function import Function
-from ..kernels import activation as K
-from ..kernels import softmax as S
-from ._arrays import KERNEL_DTYPES, flat, contiguous, kernel_dtype, normalize_axis
+from ._arrays import KERNEL_DTYPES, flat, contiguous, kernel_dtype, normalize_axis, lazy_kernels
+
+K = lazy_kernels("activation")
+S = lazy_kernels("softmax")
 
 
 class ReLU(Function):
@@ -76,9 +77,9 @@ def _unrows(rows, moved_shape, ax, shape):
 
 
 class _RowWise(Function):
-    """softmax-like op along one axis: subclasses name the two kernels."""
+    """softmax-like op along one axis: subclasses name their two kernels in kernels/softmax.py."""
 
-    fwd = bwd = None
+    fwd = bwd = ""
     name = ""
 
     @classmethod
@@ -87,7 +88,7 @@ class _RowWise(Function):
         x, moved_shape, ax = _rows(a, axis, cls.name)
         out = np.empty_like(x)
         if x.size:
-            cls.fwd(x, out)
+            getattr(S, cls.fwd)(x, out)
         ctx.save_for_backward(out)
         ctx.layout = (moved_shape, ax, shape)
         return _unrows(out, *ctx.layout)
@@ -102,13 +103,12 @@ class _RowWise(Function):
         g2 = contiguous(g, y.dtype).reshape(y.shape)
         gin = np.empty_like(y)
         if y.size:
-            cls.bwd(g2, y, gin)
+            getattr(S, cls.bwd)(g2, y, gin)
         return _unrows(gin, moved_shape, ax, shape), None
 
 
 class Softmax(_RowWise):
-    fwd = staticmethod(S.softmax_forward)
-    bwd = staticmethod(S.softmax_backward)
+    fwd, bwd = "softmax_forward", "softmax_backward"
     name = "softmax"
 
     @staticmethod
@@ -121,8 +121,7 @@ class Softmax(_RowWise):
 
 
 class LogSoftmax(_RowWise):
-    fwd = staticmethod(S.log_softmax_forward)
-    bwd = staticmethod(S.log_softmax_backward)
+    fwd, bwd = "log_softmax_forward", "log_softmax_backward"
     name = "log_softmax"
 
     @staticmethod

@@ -9,8 +9,9 @@ kept from forward for the weight gradient.
 import numpy as np
 
 from ..autograd.function import Function
-from ..kernels import conv as K
-from ._arrays import contiguous, kernel_dtype, pair, pad_hw, crop_hw
+from ._arrays import contiguous, kernel_dtype, pair, pad_hw, crop_hw, lazy_kernels
+
+K = lazy_kernels("conv")
 
 
 def conv_output_size(size, k, s, p, op, what):
@@ -60,8 +61,9 @@ class Conv2d(Function):
         nx, nw, nb = ctx.needs_input_grad[:3]
         n, o = g.shape[0], g.shape[1]
         g3 = contiguous(g, w2.dtype).reshape(n, o, oh * ow)
-        # sum over samples of the per-sample products; BLAS per sample keeps them in cache
-        gw = np.matmul(g3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w_shape) if nw else None
+        # sum over samples of per-sample products (cache-resident); this operand order measured
+        # up to 2x faster than g3 @ cols^T for few output channels
+        gw = np.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0).T.reshape(w_shape) if nw else None
         gb = g3.sum(axis=(0, 2)) if nb else None
         gx = None
         if nx:

@@ -7,8 +7,9 @@ pass, no temporaries; other dtypes fall back to numpy.
 import numpy as np
 
 from ..autograd.function import Function
-from ..kernels import activation as K
-from ._arrays import KERNEL_DTYPES, flat
+from ._arrays import KERNEL_DTYPES, flat, lazy_kernels
+
+K = lazy_kernels("activation")
 
 
 class Exp(Function):

@@ -2,8 +2,9 @@
 import numpy as np
 
 from ..autograd.function import Function
-from ..kernels import embedding as K
-from ._arrays import contiguous, kernel_dtype
+from ._arrays import contiguous, kernel_dtype, lazy_kernels
+
+K = lazy_kernels("embedding")
 
 
 class Embedding(Function):

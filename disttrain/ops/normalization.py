@@ -7,8 +7,9 @@ forward so backward needs no second reduction pass over the statistics.
 import numpy as np
 
 from ..autograd.function import Function
-from ..kernels import normalization as K
-from ._arrays import contiguous, kernel_dtype
+from ._arrays import contiguous, kernel_dtype, lazy_kernels
+
+K = lazy_kernels("normalization")
 
 
 def normalized_shape_tuple(normalized_shape):

@@ -10,8 +10,9 @@ avg_pool2d counts padded zeros in the divisor (count_include_pad=True).
 import numpy as np
 
 from ..autograd.function import Function
-from ..kernels import pooling as K
-from ._arrays import contiguous, kernel_dtype, pair, pad_hw, crop_hw
+from ._arrays import contiguous, kernel_dtype, pair, pad_hw, crop_hw, lazy_kernels
+
+K = lazy_kernels("pooling")
 from .conv import conv_output_size
 
 
@@ -38,7 +39,11 @@ class MaxPool2d(Function):
         xp = pad_hw(x, ph, pw, -np.inf, dt)
         out = np.empty((n * c, oh, ow), dt)
         argmax = np.empty((n * c, oh, ow), np.int32)
-        K.max_pool2d_forward(xp.reshape((n * c,) + xp.shape[2:]), kh, kw, sh, sw, out, argmax)
+        planes = xp.reshape((n * c,) + xp.shape[2:])
+        if kh == kw == sh == sw == 2:
+            K.max_pool2x2_forward(planes, out, argmax)
+        else:
+            K.max_pool2d_forward(planes, kh, kw, sh, sw, out, argmax)
         ctx.save_for_backward(argmax)
         ctx.x_shape = x.shape
         ctx.padded = xp.shape[2:], ph, pw

@@ -77,12 +77,12 @@ class Optimizer:
         return {k: v for k, v in group.items() if k != "params"}
 
     # -- stepping -------------------------------------------------------------
-    @staticmethod
-    def _arrays(p):
+    def _arrays(self, p, where):
         """(theta, grad) ready for a rule: theta updated in place, grad only read."""
         theta, grad = p.data, p._grad
         if grad.shape != theta.shape:
-            raise ValueError(f"gradient shape {grad.shape} does not match parameter shape {theta.shape}")
+            raise ValueError(f"{self._label()}.step: gradient shape {grad.shape} does not match parameter "
+                             f"shape {theta.shape} ({where})")
         if grad.dtype != theta.dtype:
             grad = grad.astype(theta.dtype)       # a copy; p._grad itself is left alone
         return theta, grad
@@ -94,12 +94,12 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         update = self.rule.update if self.fused else self.rule.reference
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             hp = self.hyperparameters(group)
-            for p in group["params"]:
+            for pi, p in enumerate(group["params"]):
                 if p._grad is None:
                     continue
-                theta, grad = self._arrays(p)
+                theta, grad = self._arrays(p, f"parameter {pi} of group {gi}")
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = self.rule.init_state(theta, hp)

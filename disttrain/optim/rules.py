@@ -14,7 +14,10 @@ import numbers
 
 import numpy as np
 
-from ..kernels import optim as _kernels
+from ..ops._arrays import lazy_kernels
+
+# Imported (with numba) when the first fused update runs, so `import disttrain.optim` stays light.
+_kernels = lazy_kernels("optim")
 
 
 class UpdateRule:
@@ -89,6 +92,15 @@ def check_betas(rule, hp):
 
 
 def _flat(arr):
+    """A flat view for the kernels (a copy only for read-only inputs such as a strided gradient)."""
+    return arr.reshape(-1)
+
+
+def _flat_inplace(arr, what):
+    # reshape(-1) of a non-contiguous array is a copy: the kernel's update would be lost.
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"fused update needs a C-contiguous {what} array, got strides {arr.strides} "
+                         f"for shape {arr.shape}")
     return arr.reshape(-1)
 
 
@@ -129,14 +141,15 @@ class SGDRule(UpdateRule):
         cast = theta.dtype.type
         mu = hp["momentum"]
         if mu == 0:
-            _kernels.sgd_update(_flat(theta), _flat(grad), cast(hp["lr"]), cast(hp["weight_decay"]))
+            _kernels.sgd_update(_flat_inplace(theta, "parameter"), _flat(grad), cast(hp["lr"]),
+                                cast(hp["weight_decay"]))
             return
         first = "momentum_buffer" not in state
         if first:
             state["momentum_buffer"] = np.zeros(theta.shape, theta.dtype)
         _kernels.sgd_momentum_update(
-            _flat(theta), _flat(grad), _flat(state["momentum_buffer"]), cast(hp["lr"]),
-            cast(hp["weight_decay"]), cast(mu), cast(1 - hp["dampening"]), bool(hp["nesterov"]), first)
+            _flat_inplace(theta, "parameter"), _flat(grad), _flat_inplace(state["momentum_buffer"], "momentum_buffer"),
+            cast(hp["lr"]), cast(hp["weight_decay"]), cast(mu), cast(1 - hp["dampening"]), bool(hp["nesterov"]), first)
 
 
 # -- Adam / AdamW -------------------------------------------------------------------
@@ -186,7 +199,8 @@ class AdamRule(UpdateRule):
         cast = theta.dtype.type
         lr, wd = hp["lr"], hp["weight_decay"]
         _kernels.adam_update(
-            _flat(theta), _flat(grad), _flat(state["exp_avg"]), _flat(state["exp_avg_sq"]),
+            _flat_inplace(theta, "parameter"), _flat(grad), _flat_inplace(state["exp_avg"], "exp_avg"),
+            _flat_inplace(state["exp_avg_sq"], "exp_avg_sq"),
             cast(1 - beta1), cast(beta2), cast(1 - beta2), cast(step_size), cast(bc2_sqrt), cast(hp["eps"]),
             cast(0 if self.decoupled else wd), cast(1 - lr * wd if self.decoupled else 1), self.decoupled)
 

@@ -142,9 +142,11 @@ RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("distributed"
 class Section:
     """One validated section: attribute access to typed values, `as_dict()` for output."""
 
-    def __init__(self, name, values):
+    def __init__(self, name, values, shown=None):
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_values", dict(values))
+        # keys that apply (e.g. [data] path does not apply to source "digits"): what as_dict shows
+        object.__setattr__(self, "_shown", set(values) if shown is None else set(shown))
 
     def __getattr__(self, key):
         try:
@@ -159,7 +161,7 @@ class Section:
         return self._values.get(key, default)
 
     def as_dict(self):
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._values.items()}
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._values.items() if k in self._shown}
 
     def __repr__(self):
         return f"[{self._name}] {self._values}"
@@ -315,7 +317,7 @@ def validate(raw, where="<config>", origins=None, check_files=True):
         if not isinstance(table, dict):
             _fail(where, "top level", section, f"must be a table ([{section}]), got {_type_name(table)}.")
 
-    sections = {}
+    sections, shown = {}, {}
     for section in SECTION_ORDER:
         table = dict(raw.get(section, {}))
         schema = {k.name: k for k in SCHEMA[section]}
@@ -335,6 +337,7 @@ def validate(raw, where="<config>", origins=None, check_files=True):
                     _fail(where, section, name, "is required.")
                 values[name] = list(k.default) if isinstance(k.default, list) else k.default
         sections[section] = values
+        shown[section] = allowed
         if section == "job":    # user modules may register the models and rules named below
             import_job_modules(values["imports"], src("job", "imports"))
 
@@ -342,7 +345,7 @@ def validate(raw, where="<config>", origins=None, check_files=True):
     _cross_checks(sections, src, cfg_where, check_files)
     if not sections["job"]["name"]:
         sections["job"]["name"] = os.path.splitext(os.path.basename(where))[0] or "job"
-    return Config(source=where, **{s: Section(s, sections[s]) for s in SECTION_ORDER})
+    return Config(source=where, **{s: Section(s, sections[s], shown[s]) for s in SECTION_ORDER})
 
 
 # keys of the built-in models and update rules, for "did you mean 'lr' in [optimizer]?"

@@ -316,6 +316,21 @@ for kind in ("sgd", "adam"):
         check(f"ddp_{tag}", equivalence(kind, dtype))
         check(f"ddp_{tag}_no_sync", equivalence(kind, dtype, accum=2))
         check(f"ddp_{tag}_many_buckets", equivalence(kind, dtype, bucket_cap_mb=1e-5, first_bucket_cap_mb=1e-5))
+def other_group(threaded, wait):
+    """The same communicator driven another way (the default group's engine stays idle meanwhile)."""
+    from disttrain.distributed.process_group import ProcessGroup
+    from disttrain.distributed.progress import ProgressEngine
+    comm = group.comm
+    return ProcessGroup(comm, ProgressEngine(comm, threaded, wait, group.stall), group.stall, {})
+
+
+if N > 1:
+    # The other progress/wait modes: Test() from hooks (no thread), and a thread that always spins.
+    for threaded, wait in ((False, "sleep"), (False, "spin"), (True, "spin")):
+        g = other_group(threaded, wait)
+        check(f"ddp_progress_{'thread' if threaded else 'hooks'}_{wait}",
+              equivalence("adam", np.float64, group=g, bucket_cap_mb=1e-5, first_bucket_cap_mb=1e-5))
+        g.engine.close()
 check("ddp_find_unused", equivalence("sgd", np.float64, unused=True, find_unused_parameters=True))
 check("ddp_unused_error", unused_without_flag)
 check("ddp_comm_hooks", comm_hooks)

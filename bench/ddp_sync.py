@@ -1,0 +1,173 @@
+"""Gradient-synchronisation cost of DistributedDataParallel (issue 3's benchmark).
+
+    mpiexec -n 2 python bench/ddp_sync.py        (BENCH_QUICK=1 for a smoke run)
+
+For the MLP 784-1024-1024-10 (batch 128 per rank) and a LeNet-style CNN
+(batch 64 per rank), on every rank at once:
+
+* ``local``: the same training step without DDP (no communication);
+* DDP step time for each progress mode (communication thread / Test() from
+  hooks), wait mode (spin / sleep) and ``bucket_cap_mb``;
+* ``sync cost`` = DDP step - local step, against ``raw allreduce``: one
+  blocking mpi4py ``Allreduce`` of a float32 buffer as large as all gradients;
+* ``hidden``: the fraction of the allreduces' time that overlapped backward
+  compute (from DDP's per-step timestamps), and ``exposed``: time spent
+  waiting for buckets after backward.
+
+Prints one JSON line per result (rank 0) and a table at the end.
+"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402,F401  (thread limits before numpy loads)
+from common import median  # noqa: E402
+import workloads  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import disttrain as dt  # noqa: E402
+import disttrain.distributed as dist  # noqa: E402
+from disttrain.distributed.process_group import ProcessGroup  # noqa: E402
+from disttrain.distributed.progress import ProgressEngine  # noqa: E402
+
+QUICK = common.QUICK
+STEPS = int(os.environ.get("BENCH_STEPS", "8" if QUICK else "30"))
+ROUNDS = 2 if QUICK else 5
+WARMUP = 3
+MODELS = {"mlp": ("A", 128), "lenet": ("C", 64)}
+
+group = dist.init()
+RANK, N = group.rank, group.size
+comm = group.comm
+
+
+def make_group(threaded, wait):
+    """A process group over the same communicator with its own progress engine."""
+    if threaded and not comm.thread_level_multiple:
+        return None
+    return ProcessGroup(comm, ProgressEngine(comm, threaded, wait, group.stall), group.stall, group.thread_limits)
+
+
+def build(model_key, batch, wrap):
+    model = workloads.dt_model(model_key)
+    data = workloads.batches(model_key, batch=batch, rank=RANK)
+    step, state, net = workloads.dt_step(model, data, wrap=wrap)
+    for _ in range(WARMUP):
+        step()
+    return dict(step=step, net=net if wrap is not None else None, model=model, times=[], stats=[])
+
+
+def time_rounds(runs):
+    """Alternate the configurations in rounds so the drift of a shared machine hits all alike."""
+    per_round = max(1, STEPS // ROUNDS)
+    for r in range(ROUNDS):
+        order = runs if r % 2 == 0 else runs[::-1]
+        for run in order:
+            dist.barrier()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                run["step"]()
+                run["times"].append(time.perf_counter() - t0)
+                if run["net"] is not None:
+                    run["stats"].append(run["net"].last_sync_stats)
+
+
+def summarise(run):
+    # the slowest rank sets the pace: the max over ranks of the medians
+    med = np.array([median(run["times"])])
+    dist.all_reduce(med, "max")
+    out = {"step_ms": float(med[0]) * 1e3}
+    if run["stats"]:
+        for k in ("hidden_fraction", "wait_s", "comm_s", "backward_s"):
+            v = np.array([median([s[k] for s in run["stats"]])])
+            dist.all_reduce(v, "avg")
+            out[k] = float(v[0])
+        out["buckets"] = run["stats"][-1]["buckets"]
+    return out
+
+
+def raw_allreduce_ms(nbytes):
+    from mpi4py import MPI
+    buf = np.ones(nbytes // 4, np.float32)
+    w = comm.comm
+    for _ in range(3):
+        w.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    ts = []
+    for _ in range(STEPS):
+        w.Barrier()
+        t0 = time.perf_counter()
+        w.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        ts.append(time.perf_counter() - t0)
+    v = np.array([median(ts)])
+    dist.all_reduce(v, "max")
+    return float(v[0]) * 1e3
+
+
+def emit(rec):
+    if RANK == 0:
+        print(json.dumps(rec, sort_keys=True), flush=True)
+    return rec
+
+
+def main():
+    if N < 2:
+        print("run me under mpiexec -n 2 (or more)", file=sys.stderr)
+    results = []
+    auto = group.engine.wait_mode
+    # (progress, wait, bucket_cap_mb); the first is the default configuration
+    configs = [("thread", auto, 25), ("thread", "spin", 25), ("thread", "sleep", 25),
+               ("hooks", "spin", 25), ("hooks", "sleep", 25)]
+    if not QUICK:
+        configs += [("thread", auto, cap) for cap in (1, 5, 100)]
+    groups = {}
+    for name, (key, batch) in MODELS.items():
+        runs = [dict(build(key, batch, None), config="local (no DDP)")]
+        for progress, wait, cap in configs:
+            g = groups.get((progress, wait))
+            if g is None:
+                g = groups[(progress, wait)] = make_group(progress == "thread", wait)
+            if g is None:
+                continue
+            run = build(key, batch, lambda m, g=g, cap=cap: dist.DistributedDataParallel(m, bucket_cap_mb=cap, group=g))
+            run.update(config=f"ddp progress={progress} wait={wait} bucket_cap_mb={cap}",
+                       progress=progress, wait=wait, bucket_cap_mb=cap)
+            runs.append(run)
+        time_rounds(runs)
+        nbytes = sum(p.data.nbytes for p in runs[0]["model"].parameters())
+        raw = raw_allreduce_ms(nbytes)
+        local = summarise(runs[0])["step_ms"]
+        base = dict(bench="ddp_sync", model=name, ranks=N, batch_per_rank=batch,
+                    grad_mb=round(nbytes / 2**20, 3), local_step_ms=local, raw_allreduce_ms=raw)
+        for run in runs:
+            rec = dict(base, config=run["config"], **summarise(run))
+            for k in ("progress", "wait", "bucket_cap_mb"):
+                if k in run:
+                    rec[k] = run[k]
+            if run["net"] is not None:
+                rec["sync_cost_ms"] = rec["step_ms"] - local
+            results.append(emit(rec))
+        del runs
+    for g in groups.values():
+        g.engine.close()
+    if RANK == 0:
+        print(f"\nDDP gradient sync, {N} ranks ({os.cpu_count()} cores), median of {STEPS} steps; "
+              f"sync cost = DDP step - local step; hidden = share of allreduce time overlapping backward")
+        hdr = (f"{'model':6} {'config':48} {'step ms':>8} {'sync ms':>8} {'raw AR ms':>9} {'hidden':>6} "
+               f"{'exposed ms':>10} {'comm ms':>8} {'buckets':>7}")
+        print(hdr)
+        print("-" * len(hdr))
+        for r in results:
+            sync = r.get("sync_cost_ms")
+            print(f"{r['model']:6} {r['config']:48} {r['step_ms']:8.2f} "
+                  f"{'' if sync is None else f'{sync:8.2f}':>8} {r['raw_allreduce_ms']:9.2f} "
+                  f"{'' if 'hidden_fraction' not in r else format(r['hidden_fraction'], '6.0%'):>6} "
+                  f"{'' if 'wait_s' not in r else format(r['wait_s'] * 1e3, '10.2f'):>10} "
+                  f"{'' if 'comm_s' not in r else format(r['comm_s'] * 1e3, '8.2f'):>8} "
+                  f"{r.get('buckets', ''):>7}")
+
+
+if __name__ == "__main__":
+    main()

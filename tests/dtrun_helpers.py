@@ -1,0 +1,28 @@
+"""Running `dtrun` as a real subprocess for the launcher/job tests."""
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "configs")
+
+
+def dtrun(*args, cwd, timeout=120, env=None):
+    """(returncode, stdout, stderr, seconds) of `python -m launch ARGS`."""
+    full_env = dict(os.environ)
+    for key, value in (env or {}).items():     # None: remove the variable
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "launch", *map(str, args)], cwd=cwd, env=full_env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0
+
+
+def write(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return str(path)

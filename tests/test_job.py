@@ -1,0 +1,138 @@
+"""Config jobs end to end with real processes: accuracy, run directory, bitwise resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from disttrain.training import checkpoint as ckpt
+from disttrain.training.config import load_config
+from disttrain.training.metrics import REPRODUCIBLE, read_metrics
+from dtrun_helpers import CONFIGS, dtrun, write
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def test_digits_mlp_two_ranks_reaches_95_percent(tmp_path):
+    run = tmp_path / "run"
+    rc, out, err, seconds = dtrun("-n", "2", os.path.join(CONFIGS, "digits_mlp.toml"), "--run-dir", run,
+                                  cwd=tmp_path, timeout=180)
+    assert rc == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["final_val_accuracy"] >= 0.95, summary
+    # the run directory is complete
+    cfg = load_config(run / "config.toml")
+    assert cfg.job.name == "digits_mlp" and cfg.train.epochs == 15
+    records = read_metrics(run / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert train and evals and evals[-1]["val_accuracy"] == summary["final_val_accuracy"]
+    for key in ("step", "epoch", "loss", "accuracy", "lr", "samples_per_s", "sync_s", "time"):
+        assert key in train[-1]
+    assert train[-1]["step"] == summary["steps"] and train[-1]["loss"] < train[0]["loss"]
+    steps = [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")]
+    assert len(steps) == cfg.checkpoint.keep_last and steps[-1] == summary["steps"]
+    assert not [n for n in os.listdir(run / "checkpoints") if n.startswith(".")]   # no temp files left
+    # only rank 0 talks (plain log lines, since the output is not a terminal)
+    assert "[0] step " in out and "[1] " not in out and "done: val_accuracy" in out
+
+
+RESUME_JOB = """
+[job]
+name = "resume"
+[model]
+name = "mlp"
+hidden = [32]
+dropout = 0.1
+[data]
+source = "digits"
+[optimizer]
+name = "adam"
+lr = 0.003
+[schedule]
+name = "cosine"
+warmup_steps = 5
+[train]
+epochs = 3
+batch_size = 32
+grad_accum_steps = 2
+eval_interval = 7
+[checkpoint]
+interval = 4
+keep_last = 2
+[logging]
+log_interval = 3
+"""
+
+
+def _reproducible(run):
+    return [{k: r.get(k) for k in REPRODUCIBLE} for r in read_metrics(os.path.join(run, "metrics.jsonl"))]
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    """Adam state, dropout, a warm-up+cosine schedule and gradient accumulation all resume exactly."""
+    cfg = write(tmp_path / "job.toml", RESUME_JOB)
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "full", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    # rank 1 is SIGKILLed after step 13 (the newest checkpoint then is step 12, or 8 if rank 0 was
+    # killed while writing 12); metrics logged after the checkpoint are rewritten by the resume.
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", cwd=tmp_path, timeout=120,
+                            env={"DTRUN_TEST_KILL_AT_STEP": "1:13"})
+    assert rc != 0 and "rank 1 failed: killed by SIGKILL" in err, err
+    assert ckpt.list_checkpoints(tmp_path / "cut" / "checkpoints")[-1][0] in (8, 12)
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", "--resume", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    assert "resumed at step" in out
+    full, cut = _reproducible(tmp_path / "full"), _reproducible(tmp_path / "cut")
+    assert len(full) > 10 and full == cut
+    a, _, meta_a = ckpt.read(ckpt.latest(tmp_path / "full" / "checkpoints"))
+    b, _, meta_b = ckpt.read(ckpt.latest(tmp_path / "cut" / "checkpoints"))
+    assert meta_a["step"] == meta_b["step"] == 33
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    # resuming with another world size or a changed config is refused before anything starts
+    rc, out, err, _ = dtrun("-n", "1", cfg, "--run-dir", "cut", "--resume", cwd=tmp_path, timeout=60)
+    assert rc != 0 and "2-rank job" in err and "Traceback" not in err
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", "--resume", "--set", "optimizer.lr=0.1",
+                            cwd=tmp_path, timeout=60)
+    assert rc != 0 and "[optimizer] lr" in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_is_rejected_clearly(tmp_path):
+    cfg = write(tmp_path / "job.toml", RESUME_JOB)
+    rc, out, err, _ = dtrun(cfg, "--run-dir", "r", "--set", "train.epochs=1", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    latest = ckpt.latest(tmp_path / "r" / "checkpoints")
+    data = open(latest, "rb").read()
+    with open(latest, "wb") as f:
+        f.write(data[:len(data) // 2])                     # truncated, as by a full disk
+    rc, out, err, _ = dtrun(cfg, "--run-dir", "r", "--resume", "--set", "train.epochs=1", cwd=tmp_path, timeout=60)
+    assert rc != 0 and "Traceback" not in err
+    assert f"checkpoint {latest} is corrupt or truncated" in err, err
+
+
+def test_in_process_job_and_other_model_checkpoint(tmp_path):
+    cfg = write(tmp_path / "job.toml", RESUME_JOB)
+    rc, out, err, _ = dtrun(cfg, "--run-dir", "r", "--set", "train.max_steps=6", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["world_size"] == 1
+    # put a checkpoint of another model into the run: resume names the difference
+    other = write(tmp_path / "other.toml", RESUME_JOB.replace("hidden = [32]", "hidden = [16]"))
+    rc, out, err, _ = dtrun(other, "--run-dir", "o", "--set", "train.max_steps=2", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    src = ckpt.latest(tmp_path / "o" / "checkpoints")
+    os.replace(src, ckpt.path_for(tmp_path / "r" / "checkpoints", 99))
+    rc, out, err, _ = dtrun(cfg, "--run-dir", "r", "--resume", cwd=tmp_path, timeout=60)
+    assert rc != 0 and "Traceback" not in err
+    assert "was written for a different model" in err and "0.weight" not in err or "1.weight" in err, err
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION), reason=f"Fashion-MNIST is not installed in {FASHION} "
+                    "(apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_cnn_pipeline(tmp_path):
+    """The shipped LeNet config on 2 ranks, cut to a few steps (the full run is in the README)."""
+    rc, out, err, _ = dtrun("-n", "2", os.path.join(CONFIGS, "fashion_mnist_cnn.toml"), "--run-dir", "f",
+                            "--set", "train.max_steps=30", "--set", "data.max_val_samples=1000",
+                            "--set", "checkpoint.enabled=false", cwd=tmp_path, timeout=180)
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert summary["steps"] == 30 and summary["final_val_accuracy"] > 0.4, summary

@@ -1,0 +1,90 @@
+"""dtrun running real jobs under mpiexec: output prefixing, failures, timeout, -n 1."""
+import os
+import sys
+
+import pytest
+
+from dtrun_helpers import dtrun, write
+
+# Every rank prints a partial line, flushes, then finishes it: with MPICH's -prepend-rank the
+# halves would be split; the launcher must print whole lines, each with its rank.
+SCRIPT = """
+import os, sys, time
+import numpy as np
+import disttrain.distributed as dist
+dist.init()
+rank, size = dist.get_rank(), dist.get_world_size()
+mode = sys.argv[1]
+for i in range(3):
+    sys.stdout.write(f"rank {rank} line {i} first half / "); sys.stdout.flush()
+    time.sleep(0.01)
+    print(f"second half {i}", flush=True)
+print("rank", rank, "threads", os.environ.get("OPENBLAS_NUM_THREADS"), "args", sys.argv[2:], flush=True)
+total = np.array([float(rank)])
+dist.all_reduce(total)
+print(f"sum {total[0]:g} of {size}", flush=True)
+if rank == 1 and mode == "raise":
+    raise ValueError("deliberate failure in rank one")
+if rank == 1 and mode == "exit":
+    sys.exit(3)
+if rank == 1 and mode == "kill":
+    os.kill(os.getpid(), 9)
+if mode == "hang" and rank == 0:
+    time.sleep(600)
+dist.barrier()            # the healthy ranks wait here for the failed one
+print("finished", rank, flush=True)
+"""
+
+
+@pytest.fixture
+def script(tmp_path):
+    return write(tmp_path / "job.py", SCRIPT)
+
+
+def test_two_ranks_whole_prefixed_lines(tmp_path, script):
+    rc, out, err, _ = dtrun("-n", "2", script, "ok", "--flag", "x", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    lines = out.splitlines()
+    for rank in (0, 1):
+        for i in range(3):
+            assert f"[{rank}] rank {rank} line {i} first half / second half {i}" in lines
+        assert f"[{rank}] sum 1 of 2" in lines and f"[{rank}] finished {rank}" in lines
+        assert f"[{rank}] rank {rank} threads {max(1, (os.cpu_count() or 2) // 2)} args ['--flag', 'x']" in lines \
+            or os.environ.get("OPENBLAS_NUM_THREADS")
+    assert all(line.startswith(("[0] ", "[1] ", "dtrun:")) for line in lines), out
+    assert "\x1e" not in out + err                         # control lines never reach the user
+
+
+@pytest.mark.parametrize("mode, why, status", [
+    ("raise", "rank 1 failed: ValueError: deliberate failure in rank one", 1),
+    ("exit", "rank 1 failed: sys.exit(3)", 3),
+    ("kill", "rank 1 failed: killed by SIGKILL", 9),
+])
+def test_failing_rank_ends_job_and_is_named(tmp_path, script, mode, why, status):
+    rc, out, err, seconds = dtrun("-n", "2", script, mode, cwd=tmp_path, timeout=90)
+    assert rc == status, (out, err)
+    assert why in err, err
+    assert seconds < 30                                   # not a hang: the healthy rank was stopped
+    assert "finished 0" not in out
+    if mode == "raise":                                   # its traceback, without launcher frames
+        report = err[err.index("dtrun: rank 1 failed"):]
+        assert 'job.py", line' in report and "raise ValueError" in report and "runpy" not in report
+
+
+def test_timeout_stops_every_rank(tmp_path, script):
+    rc, out, err, seconds = dtrun("-n", "2", "--timeout", "4", script, "hang", cwd=tmp_path, timeout=90)
+    assert rc == 124, (out, err)
+    assert "exceeded --timeout 4 s" in err and seconds < 25
+    assert "KeyboardInterrupt" not in err                 # stopping on purpose is not reported as a crash
+
+
+def test_n1_runs_in_process_without_mpiexec(tmp_path):
+    script = write(tmp_path / "one.py", "import sys, os\nimport disttrain.distributed as dist\ndist.init()\n"
+                   "print('size', dist.get_world_size(), 'args', sys.argv[1:], 'mpi', 'PMI_RANK' in os.environ)\n")
+    rc, out, err, _ = dtrun("-n", "1", script, "a", "b", cwd=tmp_path, timeout=60,
+                            env={"PMI_RANK": None, "PMI_SIZE": None})
+    assert rc == 0, err
+    assert out.strip() == "size 1 args ['a', 'b'] mpi False"
+    fail = write(tmp_path / "fail.py", "raise SystemExit(4)\n")
+    rc, out, err, _ = dtrun(fail, cwd=tmp_path, timeout=60)
+    assert rc == 4
