@@ -83,6 +83,13 @@ def machine_info():
         info["mpi"] = " ".join(MPI.Get_library_version().split()[:3])
     except Exception:                   # noqa: BLE001
         info["mpi"] = None
+    try:                                # which BLAS, which kernel, how many threads really
+        import threadpoolctl
+        info["threadpools"] = [f"{d.get('internal_api')} {d.get('version') or ''} {d.get('architecture') or ''} "
+                               f"threads={d.get('num_threads')}".replace("  ", " ")
+                               for d in threadpoolctl.threadpool_info()]
+    except Exception:                   # noqa: BLE001 -- optional
+        pass
     try:
         import disttrain
         info["disttrain"] = disttrain.__version__

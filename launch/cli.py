@@ -4,7 +4,6 @@
 Python script (library mode, like torchrun). `dtrun plot RUN_DIR` draws the curves of a run.
 """
 import os
-import shlex
 import sys
 
 import click
@@ -167,6 +166,3 @@ def check_cmd(config, overrides):
         raise click.ClickException(str(exc)) from None
     click.echo(dump_toml(cfg), nl=False)
 
-
-def quote(argv):
-    return shlex.join(argv)

@@ -35,8 +35,12 @@ def _watchdog(timeout):
 
 def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, env,
            timeout, threads_per_rank, dry_run):
-    import disttrain  # noqa: F401  (sets the default NUMBA_CACHE_DIR that ranks share)
     in_process = nprocs == 1 and not hostfile and not hosts
+    if in_process and not dry_run:      # before numpy/BLAS load, so thread settings take effect
+        if threads_per_rank:
+            os.environ.update({k: str(threads_per_rank) for k in mpi.THREAD_ENV_VARS})
+        os.environ.update(env)
+    import disttrain  # noqa: F401  (sets the default NUMBA_CACHE_DIR that ranks share)
     cfg = None
     if is_config:
         cfg, run_dir = _config_job(target, overrides, run_dir, resume, nprocs, dry_run)
@@ -47,17 +51,20 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
         if dry_run:
             print(f"# -n 1: runs in this process, without mpiexec: {what}")
             return 0
-        os.environ.update(env)
         if timeout:
             _watchdog(timeout)
-        if is_config:
-            from disttrain.training import job
-            job.create_run_dir(cfg, run_dir)
-            job.run_in_process(cfg, run_dir, resume)
-            return 0
-        sys.argv = [target] + list(args)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-        runpy.run_path(target, run_name="__main__")
+        try:
+            if is_config:
+                from disttrain.training import job
+                job.create_run_dir(cfg, run_dir)
+                job.run_in_process(cfg, run_dir, resume)
+                return 0
+            sys.argv = [target] + list(args)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+            runpy.run_path(target, run_name="__main__")
+        except KeyboardInterrupt:
+            sys.stderr.write("\ndtrun: interrupted\n")
+            return 130
         return 0
 
     mpiexec = mpi.find_mpiexec(mpiexec_path)

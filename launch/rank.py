@@ -8,6 +8,8 @@ rank's pid (to name a rank killed by a signal) and why the rank failed.
 import os
 import runpy
 import sys
+import time
+import traceback
 
 CONTROL = "\x1edtrun:"
 
@@ -55,9 +57,27 @@ def main(argv=None):
         if exc.code not in (None, 0):
             control(f"failed {_describe(exc)}")
         raise
-    except BaseException as exc:
+    except KeyboardInterrupt as exc:
         control(f"failed {_describe(exc)}")
         raise
+    except BaseException as exc:
+        control(f"failed {_describe(exc)}")
+        report_traceback(exc)
+        raise
+
+
+def report_traceback(exc):
+    """Send the traceback (without this module's and runpy's frames) to the launcher, then give
+    mpiexec a moment to forward it: MPI_Abort may tear the job down before the rank's ordinary
+    stderr output has travelled."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename != __file__ and "runpy" not in f.filename]
+    lines = ["Traceback (most recent call last):"]
+    lines += "".join(traceback.format_list(frames)).rstrip("\n").splitlines()
+    lines += "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n").splitlines()
+    for line in lines:
+        control(f"tb {line}")
+    time.sleep(0.3)
 
 
 if __name__ == "__main__":

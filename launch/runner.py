@@ -106,6 +106,7 @@ class Job:
         self.pids = {}            # rank -> pid, from the ranks' control lines
         self.failures = []        # (time, rank, why), in the order they arrived
         self.quiet = False
+        self.tracebacks = {}      # rank -> traceback lines sent as control lines
 
     def control(self, rank, message):
         kind, _, rest = message.partition(" ")
@@ -113,6 +114,8 @@ class Job:
             self.pids[int(rest)] = rank
         elif kind == "failed":
             self.failures.append((time.monotonic(), rank, rest))
+        elif kind == "tb":
+            self.tracebacks.setdefault(rank, []).append(rest)
         elif kind == "progress":
             self.term.progress(rest)
         elif kind == "progress-end":
@@ -321,9 +324,10 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None):
         out.write("".join(f"  {l}\n" for l in mpiexec_text.strip().splitlines()[-TAIL_LINES:]))
         return
     out.write(f"dtrun: rank {rank} failed: {why}\n")
-    tail = _traceback_tail(err[rank].lines) if rank in err else []
+    tail = job.tracebacks.get(rank) or (_traceback_tail(err[rank].lines) if rank in err else [])
     if tail:
-        out.write(f"dtrun: rank {rank} stderr (last lines):\n")
+        out.write(f"dtrun: rank {rank}'s traceback:\n" if job.tracebacks.get(rank) else
+                  f"dtrun: rank {rank} stderr (last lines):\n")
         out.write("".join(f"  [{rank}] {l}\n" for l in tail))
     out.write(f"dtrun: all {job.nprocs} ranks were stopped.\n")
     out.flush()

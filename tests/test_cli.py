@@ -124,3 +124,27 @@ def test_target_must_be_config_or_script(tmp_path):
     assert rc == 2 and "must be a config (.toml) or a Python script (.py)" in err
     rc, out, err, _ = dtrun("-n", "2", "missing.toml", cwd=tmp_path, timeout=60)
     assert rc == 2 and "no such file" in err
+
+
+def test_plot_writes_png_or_explains_missing_matplotlib(tmp_path):
+    import importlib.util
+    import json
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "metrics.jsonl", "w") as f:
+        for step in (10, 20):
+            f.write(json.dumps({"kind": "train", "step": step, "epoch": 1, "loss": 1.0 / step, "accuracy": 0.5,
+                                "lr": 0.1, "samples_per_s": 1.0, "sync_s": 0.0, "time": 1.0}) + "\n")
+        f.write(json.dumps({"kind": "eval", "step": 20, "epoch": 1, "val_loss": 0.1, "val_accuracy": 0.9,
+                            "time": 2.0}) + "\n")
+        f.write('{"kind": "train", "st')                   # a line cut off by a kill is skipped
+    rc, out, err, _ = dtrun("plot", run, cwd=tmp_path, timeout=60)
+    if importlib.util.find_spec("matplotlib") is None:
+        assert rc == 1 and 'pip install "disttrain[plot]"' in err and "Traceback" not in err
+    else:
+        assert rc == 0, err
+        assert open(run / "curves.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, out, err, _ = dtrun("plot", empty, cwd=tmp_path, timeout=60)
+    assert rc == 1 and "no metrics to plot" in err

@@ -69,6 +69,11 @@ def test_ddp_find_unused_parameters(n):
     assert_ok(n, "ddp_find_unused")
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_ddp_parameter_used_on_one_rank_gets_the_average(n):
+    assert_ok(n, "ddp_partially_used")
+
+
 @pytest.mark.parametrize("n", NS)
 def test_ddp_unused_parameter_without_flag_names_it(n):
     assert_ok(n, "ddp_unused_error")
@@ -100,6 +105,11 @@ def test_timeline_is_chrome_trace_json(n):
         with open(os.path.join(checks(n)["out"], f"trace-{r}.json")) as f:
             trace = json.load(f)
         assert {e["ph"] for e in trace["traceEvents"]} == {"M", "X"}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_ddp_broadcasts_rank0_buffers_before_forward(n):
+    assert_ok(n, "ddp_broadcast_buffers")
 
 
 @pytest.mark.parametrize("n", [3, 4])

@@ -358,3 +358,29 @@ def test_max_pool_nan_propagates_like_pytorch(k, s):
     out.sum().backward()
     assert np.isnan(t.grad.numpy()).sum() == 0   # the gradient goes to the NaN's position, no NaN created
     assert t.grad.numpy()[0, 0, 1, 1] >= 1
+
+
+def test_every_function_keeps_float32():
+    f = lambda *s: dt.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+    x4, x2 = f(2, 3, 6, 6), f(4, 5)
+    outs = {
+        "relu": F.relu(x2), "gelu": F.gelu(x2), "tanh": F.tanh(x2), "sigmoid": F.sigmoid(x2),
+        "softmax": F.softmax(x2), "log_softmax": F.log_softmax(x2),
+        "cross_entropy": F.cross_entropy(x2, np.array([0, 1, 2, 3])), "mse_loss": F.mse_loss(x2, f(4, 5)),
+        "linear": F.linear(x2, f(3, 5), f(3)), "conv2d": F.conv2d(x4, f(2, 3, 3, 3), f(2), padding=1),
+        "max_pool2d": F.max_pool2d(x4, 3, 2, 1), "avg_pool2d": F.avg_pool2d(x4, 2),
+        "dropout": F.dropout(x2, 0.5), "layer_norm": F.layer_norm(x2, 5, f(5), f(5)),
+        "embedding": F.embedding(np.array([1, 0]), x2), "concatenate": F.concatenate([x2, x2]),
+        "stack": F.stack([x2, x2]), "where": F.where(x2.numpy() > 0, x2, 0.0),
+    }
+    for name, out in outs.items():
+        assert out.dtype == np.float32, name
+        out.sum().backward()
+    for t in (x4, x2):
+        assert t.grad.dtype == np.float32
+
+
+def test_embedding_and_stack_noncontiguous():
+    idx = np.array([2, 0, 2])
+    assert gradcheck(lambda w: F.embedding(idx, w.T), [randn(4, 3)])
+    assert gradcheck(lambda a, b: F.stack([a.T, b[::2]], axis=1), [randn(3, 2), randn(4, 3)])

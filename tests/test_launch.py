@@ -88,3 +88,27 @@ def test_n1_runs_in_process_without_mpiexec(tmp_path):
     fail = write(tmp_path / "fail.py", "raise SystemExit(4)\n")
     rc, out, err, _ = dtrun(fail, cwd=tmp_path, timeout=60)
     assert rc == 4
+
+
+def test_ctrl_c_stops_every_rank(tmp_path, script):
+    import signal
+    import subprocess
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "launch", "-n", "2", script, "hang"], cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "[1] sum 1 of 2" not in seen and time.monotonic() < deadline:   # both ranks are up
+            seen += proc.stdout.readline()
+        assert "[1] sum 1 of 2" in seen
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and time.monotonic() - t0 < 15
+        assert "interrupted; stopping all ranks" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert script not in ps                               # no rank left behind

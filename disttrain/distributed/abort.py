@@ -67,9 +67,7 @@ def install(comm):
         code = _state["exit_code"]
         if code is None or code == 0:
             return
-        status = code if isinstance(code, int) else 1
-        if not isinstance(code, int):
-            sys.stderr.write(f"{code}\n")
+        status = code if isinstance(code, int) else 1     # Python printed a message code already
         _abort(_state["comm"], status,
                f"{prefix}: exited with sys.exit({code!r}), aborting the job\n")
 

@@ -6,21 +6,27 @@ Two ways to make DDP's allreduces progress while backward computes:
 * ``thread`` (default when MPI grants MPI_THREAD_MULTIPLE): one daemon thread
   starts every operation, in submission order, and drives it to completion.
   Its MPI calls release the GIL, and numpy/BLAS/Numba release it during the
-  backward kernels, so the transfer really runs during backward. Measured on
-  this 2-core machine (bench/ddp_sync.py, MLP 784-1024-1024-10, 2 ranks):
-  see the numbers quoted in ``DEFAULT_PROGRESS``'s comment below.
+  backward kernels, so the transfer really runs during backward.
 * ``hooks``: the calling thread starts operations and calls ``Test()`` on the
   pending ones from every gradient hook (`progress()`); between hooks nothing
   moves, so a bucket launched before a long matmul waits for the next hook.
 
+Measured (bench/ddp_sync.py's overlap probe, 2 ranks on this 2-core machine):
+a 4 MiB allreduce started before ~21 ms of BLAS work left 0.0-4 ms to wait
+for afterwards with the thread, against 8-18 ms with Test() from hooks (the
+whole transfer, plus the skew between the ranks, lands after the compute).
+Hence the thread is the default and hooks the fallback for MPI libraries
+without MPI_THREAD_MULTIPLE.
+
 Waiting: MPICH busy-polls inside ``Wait``, which steals the core of a rank
 doing real work when busy threads outnumber cores. ``spin`` waits inside MPI
-(fastest: a 7 MB Iallreduce on 2 ranks took 2.3 ms in ``Wait`` against 6.4 ms
-polling ``Test()`` every 0.2 ms); ``sleep`` polls ``Test()`` with short
-sleeps, leaving the core to computation; ``auto`` (default) sleep-polls while
-the rank computes and spins only while the rank itself is blocked waiting
-(the communication thread then has the core to itself) -- and never spins
-when this machine's ranks outnumber its cores.
+(a 7 MB Iallreduce on 2 ranks: 2.3 ms in ``Wait``, 6.4 ms polling ``Test()``
+every 0.2 ms, on a busy machine); ``sleep`` polls ``Test()`` with short
+sleeps, leaving the core to computation; ``adaptive`` sleep-polls while the
+rank computes and spins only while the rank itself is blocked waiting (the
+communication thread then has the core to itself). ``auto`` (default) is
+``sleep`` when this machine's ranks outnumber its cores, else ``adaptive``
+with the thread and ``spin`` with hooks.
 
 """
 import collections

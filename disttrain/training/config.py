@@ -10,8 +10,6 @@ import os
 import tomllib
 from dataclasses import dataclass
 
-import numpy as np  # noqa: F401  (keeps the import cost here explicit: optim/models load numpy anyway)
-
 
 class ConfigError(ValueError):
     """A user mistake in a config; its message is the whole explanation (no traceback needed)."""
@@ -406,7 +404,6 @@ def _dynamic_keys(section, table, src, where):
 
 
 def _optimizer_keys(table, src, where):
-    import importlib
     from .. import optim
     name = table.get("name", "sgd")
     if not isinstance(name, str):

@@ -86,9 +86,10 @@ def preflight(cfg, run_dir, resume, world_size):
         loss = dt.nn.CrossEntropyLoss()(model(dt.tensor(data.x_train[:n])), dt.tensor(data.y_train[:n]))
         loss.backward()
         opt.step()
-        with dt.no_grad():
-            model.eval()
-            model(dt.tensor(data.x_val[:n]))
+        if len(data.x_val):
+            with dt.no_grad():
+                model.eval()
+                model(dt.tensor(data.x_val[:n]))
     except _user_errors() as exc:
         msg = str(exc)
         raise ConfigError(msg if msg.rstrip().endswith("Nothing was started.") else f"{msg}. Nothing was started.") \

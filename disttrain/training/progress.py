@@ -41,7 +41,7 @@ class Progress:
         width = 24
         frac = step / self.total if self.total else 1.0
         fill = int(frac * width)
-        epoch = min(self.epochs, step // max(1, self.steps_per_epoch) + 1)
+        epoch = min(self.epochs, max(step - 1, 0) // max(1, self.steps_per_epoch) + 1)
         text = f"epoch {epoch}/{self.epochs} [{'#' * fill}{'.' * (width - fill)}] {step}/{self.total}"
         if self.loss is not None:
             text += f" loss {self.loss:.4f}"

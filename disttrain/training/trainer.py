@@ -183,8 +183,8 @@ def train(cfg, run_dir, resume=False):
                     t_interval, sync_s, steps_in_interval = now, 0.0, 0
                 else:
                     progress.update(step)
-                if (cfg.train.eval_interval and step % cfg.train.eval_interval == 0) or \
-                        (not cfg.train.eval_interval and end_of_epoch) or final:
+                if len(data.x_val) and ((cfg.train.eval_interval and step % cfg.train.eval_interval == 0) or
+                                        (not cfg.train.eval_interval and end_of_epoch) or final):
                     vloss, vacc = evaluate()
                     last_eval = {"step": step, "val_loss": vloss, "val_accuracy": vacc}
                     best = vacc if best is None or vacc > best else best

@@ -300,6 +300,36 @@ def sampler():
             assert set(flat) == set(range(n_items)) and len(flat) == -(-n_items // N) * N
 
 
+def partially_used():
+    # `unused` takes part on rank 0 only: every rank must get rank 0's gradient / N
+    dt.manual_seed(7)
+    model = MLP(np.float64, unused=True)
+    ddp = dist.DistributedDataParallel(model, find_unused_parameters=True)
+    X, Y = make_data(np.float64, B, steps=1)
+    for _ in range(2):                  # before and after the bucket rebuild
+        model.zero_grad()
+        loss = F.cross_entropy(ddp(dt.tensor(X[0, RANK * B:(RANK + 1) * B])), dt.tensor(Y[0, RANK * B:(RANK + 1) * B]))
+        if RANK == 0:
+            loss = loss + model.unused(dt.tensor(np.ones((2, 3)))).sum()
+        loss.backward()
+        np.testing.assert_allclose(model.unused.weight.grad.data, np.full((3, 3), 2.0 / N), rtol=1e-12)
+        np.testing.assert_allclose(model.unused.bias.grad.data, np.full(3, 2.0 / N), rtol=1e-12)
+    assert_bitwise_identical(model)
+    ddp.remove_hooks()
+
+
+def buffers_broadcast():
+    dt.manual_seed(7)
+    model = MLP(np.float32)
+    model.register_buffer("running", np.full(3, float(RANK), np.float32))
+    ddp = dist.DistributedDataParallel(model)
+    np.testing.assert_array_equal(model.running.data, np.zeros(3))      # rank 0's at construction
+    model.running.data[...] = RANK + 5                                   # drift apart ...
+    ddp(dt.tensor(np.ones((2, 6), np.float32)))
+    np.testing.assert_array_equal(model.running.data, np.full(3, 5.0))  # ... rank 0's before forward
+    ddp.remove_hooks()
+
+
 def thread_limits():
     from disttrain.distributed import threads
     local = dist.get_local_world_size()
@@ -333,8 +363,10 @@ if N > 1:
         g.engine.close()
 check("ddp_find_unused", equivalence("sgd", np.float64, unused=True, find_unused_parameters=True))
 check("ddp_unused_error", unused_without_flag)
+check("ddp_partially_used", partially_used)
 check("ddp_comm_hooks", comm_hooks)
 check("timeline", timeline)
+check("ddp_broadcast_buffers", buffers_broadcast)
 check("sampler", sampler)
 if N > 1:
     check("ddp_mismatch_error", mismatched_models)

@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,7 +24,8 @@ def run(n, script, *args, timeout=120):
     if exe is None:
         raise RuntimeError("mpiexec not found next to sys.executable or on PATH (pip install mpich)")
     env = dict(os.environ)
-    env.setdefault("NUMBA_CACHE_DIR", os.path.join(REPO, ".numba-cache"))
+    # conftest.py sets a shared cache; this default serves direct use of this helper
+    env.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "disttrain-test-numba-cache"))
     env["MPIEXEC_TIMEOUT"] = str(int(timeout) - 5)     # MPICH kills the job itself first
     env["NUMBA_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
