@@ -28,7 +28,6 @@ import workloads  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-import disttrain as dt  # noqa: E402
 import disttrain.distributed as dist  # noqa: E402
 from disttrain.distributed.process_group import ProcessGroup  # noqa: E402
 from disttrain.distributed.progress import ProgressEngine  # noqa: E402

@@ -2,7 +2,7 @@
 
     python bench/run_all.py                 # everything, ~5-10 minutes on 2 cores
     BENCH_QUICK=1 python bench/run_all.py   # smoke run with few steps
-    python bench/run_all.py --only A,D,H    # a subset (letters of the workloads)
+    python bench/run_all.py --only A,D,H    # a subset (letters of the workloads; P = phases.py)
 
 Each script runs in its own process (multi-rank ones under `mpiexec -n 2`
 with MPIEXEC_TIMEOUT, so nothing can hang), prints JSON lines, and this runner
@@ -27,6 +27,7 @@ JOBS = [
     ("H", "limits.py", 1, 120, []),
     ("H", "limits.py", 2, 120, []),
     ("ABCD", "step_times.py", 1, 300, None),
+    ("P", "phases.py", 1, 240, []),              # diagnostic: per-phase split of A, B, C
     ("E", "scaling.py", 2, 300, []),
     ("F", "ddp_sync.py", 2, 240, []),
     ("G", "startup.py", 1, 240, []),
@@ -121,6 +122,8 @@ def summarise(records):
             cpu = r["cpu_1rank"] / r["cpu_nrank"]
         rows.append(row(w, r, r and r.get("efficiency"), r and r.get("t_nrank"), t and t.get("t_nrank"),
                         "ms/step@2", records, peer=t and t.get("efficiency"), cpu=cpu))
+        rows[-1]["raw_mpi"] = r and r.get("raw_mpi_efficiency")
+        rows[-1]["ceiling"] = r and r.get("ceiling")
     fr, key = f_record(records)
     rows.append(row("F", fr, fr and fr[key], fr and fr.get("sync_cost_ms"), None,
                     "sync ms" + (f", {fr['progress']}/{fr['wait']}" if fr else ""), records,
@@ -157,7 +160,12 @@ def table(rows):
         line = f"{r['workload']:<7}{r['measure']:<28}{fmt(r['disttrain']):>10}{fmt(r['torch']):>10}" \
                f"{fmt(r['value'], 2):>8}{fmt(r.get('cpu'), 2):>6}{tgt:>9}  {met}"
         if r["peer_value"] is not None:
-            line += f"  (torch DDP: {r['peer_value']:.2f})"
+            line += f"  (torch DDP: {r['peer_value']:.2f}"
+            if r.get("raw_mpi") is not None:
+                line += f"; raw MPI: {r['raw_mpi']:.2f}"
+            if r.get("ceiling") is not None:
+                line += f"; no-comm ceiling: {r['ceiling']:.2f}"
+            line += ")"
         if r.get("raw") is not None:
             line += f"  (raw Allreduce {r['raw']:.3f} ms; {r['unit']})"
         if r["reason"]:
@@ -186,6 +194,10 @@ def markdown(rows, doc):
         if r["peer_value"] is not None:
             torch_col += f" (eff. {r['peer_value']:.2f})"
         note = f" ({r['reason'][:80]})" if r["reason"] else ""
+        if r.get("raw_mpi") is not None:
+            note += f"; raw-MPI reference eff. {r['raw_mpi']:.2f}"
+        if r.get("ceiling") is not None:
+            note += f"; no-comm ceiling {r['ceiling']:.2f}"
         lines.append(f"| {r['workload']} | {r['measure']} [{r['unit']}] | {fmt(r['disttrain'])} | {torch_col} | "
                      f"{fmt(r['value'], 2)} | {fmt(r.get('cpu'), 2)} | {tgt} | {met}{note} |")
     lines += ["", "All result lines (numbers rounded):", ""]

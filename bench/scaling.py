@@ -10,13 +10,15 @@ Every figure comes from ONE launch, so all phases see the same machine:
   nrank   every rank trains its shard (per-rank batch as in A/C) under DDP;
   nocomm  every rank trains the plain model at once, no communication: the
           ceiling that memory bandwidth and the shared machine leave.
+A third "framework", raw-mpi, is the simplest correct data parallelism on
+disttrain's engine: backward, one flat blocking mpi4py Allreduce, step (no
+overlap, no buckets) -- what DDP's overlap machinery has to beat.
 The phases of both frameworks take turns in rounds. Efficiency (weak scaling)
 = median t(1rank) / median t(nrank); an n-rank step time is the slowest rank's
 time of that step. PyTorch ranks are these same processes, joined by a gloo
 process group over a loopback TCP rendezvous (127.0.0.1).
 """
 import common  # noqa: F401  (thread limits before numpy/torch load)
-import os
 import socket
 import sys
 import time
@@ -76,6 +78,38 @@ def free_port():
 
 
 SYNC_STATS = {}      # workload -> [DDP.last_sync_stats of each 2-rank step] (this rank's)
+RAW = WORLD.Dup()    # the raw-MPI reference's own communicator
+
+
+def raw_mpi_step(name, data):
+    """The simplest correct data parallelism, as a reference: plain backward, then
+    the gradients scaled by 1/size into one flat buffer, ONE blocking mpi4py
+    Allreduce of it (no overlap, no buckets), gradients back as views, SGD step."""
+    import disttrain as dt
+    F = dt.nn.functional
+    model = W.dt_model(name)
+    params = list(model.parameters())
+    sizes = [p.data.size for p in params]
+    offs = np.cumsum([0] + sizes)
+    flat = np.empty(int(offs[-1]), np.float32)
+    views = [flat[a:b].reshape(p.data.shape) for p, a, b in zip(params, offs[:-1], offs[1:])]
+    inv = np.float32(1.0 / SIZE)
+    opt = dt.optim.SGD(params, lr=W.LR, momentum=W.MOMENTUM)
+    xs = [(dt.tensor(x), y) for x, y in data]
+    state = {"i": 0}
+
+    def step():
+        x, y = xs[state["i"] % W.POOL]
+        state["i"] += 1
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        for p, v in zip(params, views):
+            np.multiply(p.grad.numpy(), inv, out=v)
+        RAW.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        for p, v in zip(params, views):
+            p.grad = v
+        opt.step()
+    return step
 
 
 def build_dt(name, dist_ok):
@@ -96,6 +130,8 @@ def build_dt(name, dist_ok):
             if s:
                 stats.append(s)
         phases["disttrain/nrank"] = (step2_with_stats, "all")
+    # The raw-MPI reference shares disttrain's 1rank/nocomm phases (same local engine).
+    phases["raw-mpi/nrank"] = (raw_mpi_step(name, data), "all")
     return phases, W.state_arrays(m1)
 
 
@@ -137,15 +173,19 @@ def bench(name, torch, dist_ok):
         for key, (step, ranks) in order:
             times[key] += run_phase(step, per_round, ranks, key)
     recs = []
-    for fw in ("disttrain", "torch"):
-        t1, t2, tn = (times.get(f"{fw}/{p}") for p in ("1rank", "nrank", "nocomm"))
+    for fw in ("disttrain", "raw-mpi", "torch"):
+        base = "disttrain" if fw == "raw-mpi" else fw
+        t1, tn = times.get(f"{base}/1rank"), times.get(f"{base}/nocomm")
+        t2 = times.get(f"{fw}/nrank")
+        if fw == "raw-mpi" and t2 is None:
+            continue
         if t1 is None:
             continue
         rec = dict(workload=f"E-{name}", framework=fw, status="ok", ranks=SIZE, unit="ms/step",
                    t_1rank=median(t1) * 1e3, t_nocomm=median(tn) * 1e3,
                    ceiling=median(t1) / median(tn), samples=len(t1))
         for p in ("1rank", "nrank", "nocomm"):       # rank 0's CPU ms per step
-            c = CPU.get(f"{fw}/{p}")
+            c = CPU.get(f"{fw if p == 'nrank' else base}/{p}")
             if c:
                 rec[f"cpu_{p}"] = median(c) * 1e3
         if t2 is not None:
@@ -169,6 +209,10 @@ def bench(name, torch, dist_ok):
     if "disttrain" in by and "torch" in by and by["disttrain"].get("efficiency") and by["torch"].get("efficiency"):
         by["disttrain"]["torch_efficiency"] = by["torch"]["efficiency"]
         by["disttrain"]["step_ratio_nrank"] = by["disttrain"]["t_nrank"] / by["torch"]["t_nrank"]
+    if "disttrain" in by and "raw-mpi" in by and by["disttrain"].get("efficiency"):
+        by["disttrain"]["raw_mpi_efficiency"] = by["raw-mpi"]["efficiency"]
+        # < 1: DDP's overlap beats a blocking flat Allreduce after backward; > 1: it costs more.
+        by["disttrain"]["step_vs_raw_mpi"] = by["disttrain"]["t_nrank"] / by["raw-mpi"]["t_nrank"]
     if why is not None:
         recs.append(dict(workload=f"E-{name}", framework="disttrain", status="skipped", reason=why))
     return [emit(r) if RANK == 0 else r for r in recs]

@@ -25,12 +25,11 @@ HERE = os.path.abspath(__file__)
 
 def child(mode, name="A"):
     t0 = time.perf_counter()
-    import numpy as np  # noqa: F401
     import workloads as W
     out = {}
     if mode in ("first", "rss-dt"):
-        import disttrain as dt
-        import disttrain.nn, disttrain.optim  # noqa: F401,E401  (lazy subpackages: count them in the import)
+        import disttrain.nn  # noqa: F401  (lazy subpackages: count them in the import time)
+        import disttrain.optim  # noqa: F401
         t1 = time.perf_counter()
         model = W.dt_model(name)
         step, _, _ = W.dt_step(model, W.batches(name))
@@ -41,7 +40,6 @@ def child(mode, name="A"):
         t4 = time.perf_counter()
         out.update(import_s=t1 - t0, build_s=t2 - t1, first_step_s=t3 - t2, second_step_s=t4 - t3,
                    total_s=t3 - t0)
-        del dt
     else:
         from common import import_torch
         torch = import_torch()

@@ -12,8 +12,6 @@ import common  # noqa: F401  (thread limits before numpy/torch load)
 import sys
 import traceback
 
-import numpy as np
-
 from common import emit, skip, missing, import_torch, time_alternating, pair_record, STEPS
 import workloads as W
 

@@ -103,7 +103,8 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
             print(f"dtrun: {nprocs} ranks, run directory {run_dir}", flush=True)
         if not is_config:
             _warm_numba_cache()
-        return runner.run(argv, launcher_env, nprocs, dialect, io_dir, timeout=timeout)
+        return runner.run(argv, launcher_env, nprocs, dialect, io_dir, timeout=timeout,
+                          local=not (hostfile or hosts))
     finally:
         runner.remove_io_dir(io_dir)
 

@@ -22,7 +22,10 @@ def rank_from_env():
 
 
 def control(message):
-    """One control line, written with a single write() so it never interleaves."""
+    """One control line, written with a single write() so it never interleaves (only under dtrun,
+    which reads and hides them)."""
+    if os.environ.get("DTRUN_CONTROL") != "1":
+        return
     try:
         os.write(2, f"{CONTROL}{message}\n".encode("utf-8", "replace"))
     except OSError:
@@ -40,8 +43,7 @@ def _describe(exc):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if os.environ.get("DTRUN_CONTROL") == "1":
-        control(f"pid {os.getpid()}")
+    control(f"pid {os.getpid()}")
     try:
         if argv and argv[0] == "config":
             from disttrain.training.job import run_from_run_dir
@@ -54,30 +56,40 @@ def main(argv=None):
         else:
             raise SystemExit("usage: python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS...)")
     except SystemExit as exc:
-        if exc.code not in (None, 0):
-            control(f"failed {_describe(exc)}")
+        if exc.code in (None, 0):
+            control("done")
+        else:
+            report_failure(exc)
         raise
     except KeyboardInterrupt as exc:
         control(f"failed {_describe(exc)}")
         raise
     except BaseException as exc:
-        control(f"failed {_describe(exc)}")
-        report_traceback(exc)
+        report_failure(exc, with_traceback=True)
         raise
+    control("done")      # a rank that ends early and cleanly is not the one that failed
 
 
-def report_traceback(exc):
-    """Send the traceback (without this module's and runpy's frames) to the launcher, then give
-    mpiexec a moment to forward it: MPI_Abort may tear the job down before the rank's ordinary
-    stderr output has travelled."""
+def report_failure(exc, with_traceback=False):
+    """Tell the launcher why this rank fails (and its traceback, without this module's and
+    runpy's frames), then give mpiexec a moment to forward it: MPI_Abort may tear the job down
+    before output written just before it has travelled."""
+    if os.environ.get("DTRUN_CONTROL") != "1":
+        return
+    control(f"failed {_describe(exc)}")
+    if with_traceback:
+        for line in _traceback_lines(exc):
+            control(f"tb {line}")
+    time.sleep(0.3)
+
+
+def _traceback_lines(exc):
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if f.filename != __file__ and "runpy" not in f.filename]
     lines = ["Traceback (most recent call last):"]
     lines += "".join(traceback.format_list(frames)).rstrip("\n").splitlines()
     lines += "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n").splitlines()
-    for line in lines:
-        control(f"tb {line}")
-    time.sleep(0.3)
+    return lines
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class Job:
         self.failures = []        # (time, rank, why), in the order they arrived
         self.quiet = False
         self.tracebacks = {}      # rank -> traceback lines sent as control lines
+        self.done = set()         # ranks whose code returned normally
 
     def control(self, rank, message):
         kind, _, rest = message.partition(" ")
@@ -114,6 +115,8 @@ class Job:
             self.pids[int(rest)] = rank
         elif kind == "failed":
             self.failures.append((time.monotonic(), rank, rest))
+        elif kind == "done":
+            self.done.add(rank)
         elif kind == "tb":
             self.tracebacks.setdefault(rank, []).append(rest)
         elif kind == "progress":
@@ -145,7 +148,8 @@ class DeathWatch(threading.Thread):
         if not os.path.isdir("/proc"):
             return
         while not self.stop_flag.is_set() and self.first_dead is None:
-            dead = [rank for pid, rank in list(self.job.pids.items()) if not _alive(pid)]
+            dead = [rank for pid, rank in list(self.job.pids.items())
+                    if rank not in self.job.done and not _alive(pid)]
             if len(dead) == 1 and len(self.job.pids) == self.job.nprocs:
                 self.first_dead = dead[0]
             elif dead:
@@ -193,6 +197,16 @@ def _rank_from_mpiexec_output(text, pids):
     return None
 
 
+def _rank_from_abort_lines(err_streams):
+    """MPICH prints 'application called MPI_Abort(MPI_COMM_WORLD, 3) - process 1' on the aborting rank."""
+    for s in err_streams:
+        for line in s.lines:
+            m = re.search(r"called MPI_Abort\(.*\) - process (\d+)", line)
+            if m:
+                return int(m.group(1))
+    return None
+
+
 def _signal_name(num):
     try:
         return signal.Signals(num).name
@@ -224,8 +238,10 @@ def _traceback_tail(lines):
 _MACHINERY = ('"<frozen runpy>"', "mpi4py/run.py", "mpi4py/__main__.py", "launch/rank.py", "runpy.py")
 
 
-def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
-    """Run mpiexec to completion; return the exit status dtrun should exit with."""
+def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
+    """Run mpiexec to completion; return the exit status dtrun should exit with.
+
+    ``local``: every rank runs on this machine (no host list), so their pids can be watched."""
     term = Terminal()
     job = Job(nprocs, term)
     env = dict(os.environ)
@@ -257,7 +273,8 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None):
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     first_failure_seen = None
     watch = DeathWatch(job)
-    watch.start()
+    if local:
+        watch.start()
     try:
         while True:
             for s in streams:
@@ -309,7 +326,9 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None):
     if job.failures:
         _, rank, why = sorted(job.failures)[0]
     else:
-        rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids)
+        rank = _rank_from_abort_lines(err.values())
+        if rank is None:
+            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids)
         m = re.search(r"(?:KILLED BY SIGNAL|signal):? (\d+)", mpiexec_text)
         code = re.search(r"EXIT CODE: (\d+)", mpiexec_text)
         if m:

@@ -22,6 +22,16 @@ def dtrun(*args, cwd, timeout=120, env=None):
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0
 
 
+def launch_mpi():
+    """launch/mpi.py loaded by path: tests/mpi/launch.py (the distributed tests' helper) puts a
+    module named `launch` first on sys.path, so `import launch` here could get either one."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("dtrun_launch_mpi", os.path.join(REPO, "launch", "mpi.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write(path, text):
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)

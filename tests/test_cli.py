@@ -4,8 +4,9 @@ import shlex
 import stat
 import sys
 
-from launch import mpi
-from dtrun_helpers import CONFIGS, dtrun, write
+from dtrun_helpers import CONFIGS, dtrun, launch_mpi, write
+
+mpi = launch_mpi()
 
 
 def test_help_lists_commands_and_options(tmp_path):

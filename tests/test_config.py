@@ -175,3 +175,11 @@ def test_cli_check_prints_resolved_config(tmp_path):
     rc, out, err, _ = dtrun("check", path, "--set", "train.epochs=2", cwd=tmp_path, timeout=60)
     assert rc == 0, err
     assert "[train]\nepochs = 2\n" in out and 'name = "mlp"' in out
+
+
+def test_cli_batch_too_large_for_the_shards(tmp_path):
+    path = write(tmp_path / "job.toml", BASE + "[train]\nbatch_size = 600\ngrad_accum_steps = 3\n")
+    rc, out, err, _ = dtrun("-n", "2", path, cwd=tmp_path, timeout=60)
+    assert rc != 0 and "Traceback" not in err
+    assert "leaves no full optimizer step in an epoch of 719 samples per rank" in err, err
+    assert not os.path.exists(tmp_path / "runs")

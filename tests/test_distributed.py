@@ -144,3 +144,8 @@ def test_sys_exit_nonzero_aborts_the_whole_job():
 def test_uncaught_model_mismatch_ends_the_job():
     rc, out, err, secs = launch.run(2, "fail_cases.py", "mismatch", timeout=60)
     _assert_job_ended(rc, out, err, secs, "ModelMismatchError", "(8, 3)", "(9, 3)")
+
+
+def test_stall_abort_ends_the_job_and_names_the_late_rank():
+    rc, out, err, secs = launch.run(3, "fail_cases.py", "stall", timeout=60)
+    _assert_job_ended(rc, out, err, secs, "ranks that have not joined it: [2]", "aborting the job (stall_abort=True)")

@@ -136,3 +136,21 @@ def test_fashion_mnist_cnn_pipeline(tmp_path):
     assert rc == 0, err
     summary = json.loads((tmp_path / "f" / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["final_val_accuracy"] > 0.4, summary
+
+
+def test_npz_data_and_bad_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "d.npz", inputs=x, labels=y)
+    cfg = write(tmp_path / "job.toml", "[model]\nname = 'mlp'\nhidden = [8]\n[data]\nsource = 'npz'\n"
+                "path = 'd.npz'\nx_key = 'inputs'\ny_key = 'labels'\n[train]\nepochs = 5\nbatch_size = 16\n"
+                "[optimizer]\nlr = 0.2\n")
+    rc, out, err, _ = dtrun(cfg, "--run-dir", "r", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["final_val_accuracy"] > 0.9 and "160 train / 40 validation samples of shape (5,)" in out
+    np.savez(tmp_path / "d.npz", inputs=x, labels=y + 0.5)
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "r2", cwd=tmp_path, timeout=120)
+    assert rc != 0 and "labels must be integers" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "r2")

@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-from dtrun_helpers import dtrun, write
+from dtrun_helpers import dtrun, launch_mpi, write
+
+mpi = launch_mpi()
 
 # Every rank prints a partial line, flushes, then finishes it: with MPICH's -prepend-rank the
 # halves would be split; the launcher must print whole lines, each with its rank.
@@ -42,15 +44,15 @@ def script(tmp_path):
 
 
 def test_two_ranks_whole_prefixed_lines(tmp_path, script):
-    rc, out, err, _ = dtrun("-n", "2", script, "ok", "--flag", "x", cwd=tmp_path, timeout=120)
+    rc, out, err, _ = dtrun("-n", "2", script, "ok", "--flag", "x", cwd=tmp_path, timeout=120,
+                            env={"OPENBLAS_NUM_THREADS": None})
     assert rc == 0, err
     lines = out.splitlines()
     for rank in (0, 1):
         for i in range(3):
             assert f"[{rank}] rank {rank} line {i} first half / second half {i}" in lines
         assert f"[{rank}] sum 1 of 2" in lines and f"[{rank}] finished {rank}" in lines
-        assert f"[{rank}] rank {rank} threads {max(1, (os.cpu_count() or 2) // 2)} args ['--flag', 'x']" in lines \
-            or os.environ.get("OPENBLAS_NUM_THREADS")
+        assert f"[{rank}] rank {rank} threads {max(1, mpi.cpu_count() // 2)} args ['--flag', 'x']" in lines
     assert all(line.startswith(("[0] ", "[1] ", "dtrun:")) for line in lines), out
     assert "\x1e" not in out + err                         # control lines never reach the user
 
@@ -112,3 +114,62 @@ def test_ctrl_c_stops_every_rank(tmp_path, script):
             proc.kill()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert script not in ps                               # no rank left behind
+
+
+# A stand-in for Open MPI's mpirun (no Open MPI here): it speaks the flags dtrun passes and writes
+# each rank's output where Open MPI >= 4 puts it (--output-filename DIR -> DIR/1/rank.N/stdout).
+FAKE_OPENMPI = """
+import os, subprocess, sys
+args = sys.argv[1:]
+if args == ["--version"]:
+    print("mpirun (Open MPI) 4.1.5")
+    sys.exit(0)
+n, env, outdir, i = 1, dict(os.environ), None, 0
+while i < len(args):
+    a = args[i]
+    if a == "-n":
+        n, i = int(args[i + 1]), i + 2
+    elif a == "-x":
+        k, _, v = args[i + 1].partition("=")
+        env[k], i = v, i + 2
+    elif a == "--output-filename":
+        outdir, i = args[i + 1], i + 2
+    elif a in ("--timeout", "--host", "--hostfile"):
+        i += 2
+    elif a in ("--allow-run-as-root", "--oversubscribe"):
+        i += 1
+    else:
+        break
+procs = []
+for r in range(n):
+    d = os.path.join(outdir, "1", f"rank.{r}")
+    os.makedirs(d, exist_ok=True)
+    e = dict(env, OMPI_COMM_WORLD_RANK=str(r), OMPI_COMM_WORLD_SIZE=str(n))
+    procs.append(subprocess.Popen(args[i:], env=e, stdout=open(os.path.join(d, "stdout"), "wb"),
+                                  stderr=open(os.path.join(d, "stderr"), "wb")))
+rcs = [p.wait() for p in procs]
+bad = [(r, c) for r, c in enumerate(rcs) if c != 0]
+if bad:
+    print(f"Primary job terminated normally, but 1 process returned a non-zero exit code. process rank {bad[0][0]}")
+    sys.exit(1)
+"""
+
+RANK_SCRIPT = """
+import os, sys, time
+r = int(os.environ["OMPI_COMM_WORLD_RANK"])
+sys.stdout.write(f"rank {r} half / "); sys.stdout.flush(); time.sleep(0.05); print("rest", os.environ["MY_VAR"])
+if r == 1 and sys.argv[1] == "raise":
+    raise ValueError("open mpi boom")
+"""
+
+
+def test_openmpi_dialect_end_to_end_with_stand_in_mpirun(tmp_path):
+    fake = write(tmp_path / "mpirun", f"#!{sys.executable}\n" + FAKE_OPENMPI)
+    os.chmod(fake, 0o755)
+    script = write(tmp_path / "s.py", RANK_SCRIPT)
+    rc, out, err, _ = dtrun("--mpiexec", fake, "-n", "2", "--env", "MY_VAR=42", script, "ok", cwd=tmp_path, timeout=60)
+    assert rc == 0, err
+    assert sorted(out.splitlines()) == ["[0] rank 0 half / rest 42", "[1] rank 1 half / rest 42"]
+    rc, out, err, _ = dtrun("--mpiexec", fake, "-n", "2", "--env", "MY_VAR=1", script, "raise", cwd=tmp_path,
+                            timeout=60)
+    assert rc == 1 and "dtrun: rank 1 failed: ValueError: open mpi boom" in err, err

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import disttrain as dt
 from disttrain.data import DataLoader, ArrayDataset, DistributedSampler
 
 

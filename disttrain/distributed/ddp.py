@@ -331,8 +331,9 @@ class DistributedDataParallel:
                 self._mark_ready(i)
         used_work = None
         if self.find_unused_parameters and self.group.size > 1:
-            used = np.zeros(len(self._params), np.int32)
-            used[self._order] = 1
+            # "had a gradient" (from this backward or accumulated earlier) on any rank decides,
+            # the same way on every rank, whether .grad is set: ranks must never disagree.
+            used = self._had_grad.astype(np.int32)
             comm = self.group.comm
             used_work = self.group.engine.submit(f"allreduce used-parameter map (step {self._step})",
                                                  lambda: comm.iallreduce(used, "sum"), lambda: used)
@@ -351,24 +352,19 @@ class DistributedDataParallel:
         if used_work is not None:
             globally_used = used_work.wait() > 0
         elif self.find_unused_parameters:
-            globally_used = self._ready_used_local()
+            globally_used = self._had_grad
         t_done = time.perf_counter()
 
         for i, p in enumerate(self._params):
             b, k = self._where[i]
-            if globally_used is not None and not globally_used[i] and not self._had_grad[i]:
-                continue            # no rank produced a gradient: leave .grad as it was (None)
+            if globally_used is not None and not globally_used[i]:
+                continue            # no rank had a gradient: leave .grad as it was (None)
             p._grad = b.views[k]
 
         self._record_stats(t_compute_end, t_wait, t_done)
         if not self._rebuilt:
             self._rebuild()
         self._step += 1
-
-    def _ready_used_local(self):
-        used = np.zeros(len(self._params), bool)
-        used[self._order] = True
-        return used
 
     def _record_stats(self, t_compute_end, t_wait, t_done):
         t0 = self._t_backward if self._t_backward is not None else t_compute_end

@@ -57,7 +57,7 @@ class StallDetector:
         for r in others:
             comm.side_send(r, [QUERY, self._qid, work.seq])
         # Waiting ranks answer within one wait slice; give them a generous margin.
-        grace = min(1.0, max(0.25, 0.5 * (self.timeout or 1.0)))
+        grace = min(1.0, max(0.5, 0.5 * (self.timeout or 1.0)))
         end = time.perf_counter() + grace
         while time.perf_counter() < end and len(self._replies) < len(others):
             self.service(current_seq())
@@ -71,7 +71,7 @@ class StallDetector:
         if missing:
             text += f" (no answer from {missing}: busy outside communication or hung)"
         if behind:
-            text += f" (waiting in other collectives: " + ", ".join(
+            text += " (waiting in other collectives: " + ", ".join(
                 f"rank {r} in #{self._replies[r]}" for r in behind) + ")"
         text += f"; ranks waiting in it: {joined}"
         rec = dict(rank=comm.rank, seq=work.seq, label=work.label, waited=waited,
@@ -80,6 +80,7 @@ class StallDetector:
         self.log(text)
         if self.abort:
             self.log(f"disttrain stall detector: rank {comm.rank}: aborting the job (stall_abort=True)")
+            time.sleep(0.3)         # let mpiexec forward the report before the abort (see abort.py)
             comm.abort(1)
         return rec
 

@@ -52,7 +52,7 @@ SCHEMA = {
              choices=("digits", "fashion_mnist", "idx", "npz", "synthetic")),
         _key("path", "str", "", "npz: the .npz file; idx: directory with the four MNIST-format files "
              "(train-images-idx3-ubyte[.gz], ...); fashion_mnist: its directory "
-             "(default /usr/share/datasets/fashion-mnist)."),
+             "(default /usr/share/datasets/fashion-mnist). Relative paths start at the current directory."),
         _key("x_key", "str", "x", "npz: name of the input array."),
         _key("y_key", "str", "y", "npz: name of the label array (integers 0..classes-1)."),
         _key("val_fraction", "float", 0.2, "Fraction of the training samples held out for validation (sources "

@@ -75,6 +75,12 @@ def preflight(cfg, run_dir, resume, world_size):
     try:
         import_job_modules(cfg.job.imports, cfg.source)
         data = load_job_data(cfg.data, cfg.train.seed, np.dtype(cfg.train.dtype))
+        per_rank = -(-len(data.x_train) // world_size)          # DistributedSampler pads to this
+        if -(-per_rank // cfg.train.batch_size) < cfg.train.grad_accum_steps:
+            raise ConfigError(f"{cfg.source}: [train] batch_size {cfg.train.batch_size} x grad_accum_steps "
+                              f"{cfg.train.grad_accum_steps} leaves no full optimizer step in an epoch of "
+                              f"{per_rank} samples per rank ({len(data.x_train)} on {world_size} ranks); lower "
+                              "them. Nothing was started.")
         dt.manual_seed(cfg.train.seed)
         model = build_model(cfg.model, data.input_shape, data.num_classes, np.dtype(cfg.train.dtype))
         if resume:

@@ -69,7 +69,7 @@ def train(cfg, run_dir, resume=False):
     from .. import nn
 
     t_start = time.perf_counter()
-    group = dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort)
+    dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort)
     rank, world = dist.get_rank(), dist.get_world_size()
     is_main = rank == 0
     import_job_modules(cfg.job.imports, cfg.source)
@@ -80,7 +80,7 @@ def train(cfg, run_dir, resume=False):
     dt.manual_seed(seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes, dtype)
     timeline = os.path.join(run_dir, "timeline", "rank{rank}.json") if cfg.distributed.timeline else None
-    if timeline and is_main:
+    if timeline:     # each rank writes its own file (and may be on another host)
         os.makedirs(os.path.dirname(timeline), exist_ok=True)
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=cfg.distributed.bucket_cap_mb,
                                        find_unused_parameters=cfg.distributed.find_unused_parameters,

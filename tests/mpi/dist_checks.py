@@ -248,7 +248,7 @@ def stall_detector():
     n_reports = len(stall.reports)
     try:
         if RANK == N - 1:
-            time.sleep(1.5)          # the late rank: every other rank waits for it
+            time.sleep(2.5)          # the late rank: every other rank waits for it
         dist.all_reduce(np.ones(3))
     finally:
         stall.timeout, stall.log = old_timeout, old_log
@@ -332,9 +332,11 @@ def buffers_broadcast():
 
 def thread_limits():
     from disttrain.distributed import threads
-    local = dist.get_local_world_size()
-    want = max(1, threads.cores() // local)
-    if os.environ.get("OPENBLAS_NUM_THREADS") is None and os.environ.get("OMP_NUM_THREADS") is None:
+    want = max(1, threads.cores() // dist.get_local_world_size())
+    if any(v in os.environ for v in threads._BLAS_USER_VARS):
+        assert group.thread_limits["blas"] is None, "the user's BLAS thread setting was overridden"
+    else:
+        assert group.thread_limits["blas"] == want, group.thread_limits
         got = threads.get_blas_threads()
         assert got and all(g == want for g in got), f"BLAS threads {got}, expected {want}"
 

@@ -4,6 +4,7 @@ mpiexec -n N python tests/mpi/fail_cases.py MODE
   raise:     the last rank raises an uncaught exception while the others wait in an allreduce
   exit:      rank 1 calls sys.exit(3) while the others wait in an allreduce
   mismatch:  the last rank builds a different model; nobody catches DDP's error
+  stall:     the last rank sleeps; the others' stall detector (0.5 s, stall_abort=True) ends the job
 """
 import sys
 import time
@@ -14,7 +15,7 @@ import disttrain as dt
 import disttrain.distributed as dist
 
 mode = sys.argv[1]
-group = dist.init()
+group = dist.init(stall_timeout=0.5, stall_abort=True) if mode == "stall" else dist.init()
 rank, n = group.rank, group.size
 dist.all_reduce(np.ones(2))           # everyone is up and connected
 
@@ -30,6 +31,10 @@ elif mode == "mismatch":
     width = 8 + (rank == n - 1)
     model = dt.nn.Sequential(dt.nn.Linear(3, width), dt.nn.Linear(width, 2))
     dist.DistributedDataParallel(model)
+    dist.all_reduce(np.ones(2))
+elif mode == "stall":
+    if rank == n - 1:
+        time.sleep(30)
     dist.all_reduce(np.ones(2))
 else:
     raise SystemExit(f"unknown mode {mode!r}")
