@@ -293,6 +293,9 @@ def main():
     with open(os.path.splitext(opts.out)[0] + ".md", "w") as f:
         f.write(markdown(rows, doc))
     print()
+    for r in records:                      # every result as one JSON line, then the table
+        print("BENCH " + json.dumps(r, sort_keys=True, default=str))
+    print()
     print(table(rows))
     print(f"\nwrote {os.path.relpath(opts.out, REPO_DIR)}" + (f" and {os.path.relpath(png, REPO_DIR)}" if png else
                                                            " (no chart: matplotlib not installed)")

@@ -139,8 +139,10 @@ def build_torch(name, torch, weights):
     import torch.distributed as tdist
     data = W.batches(name, rank=RANK)
     if not tdist.is_initialized():
+        import datetime
+        # A bounded timeout: a rank that cannot join must not hang the launch.
         tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}",
-                                 rank=RANK, world_size=SIZE)
+                                 rank=RANK, world_size=SIZE, timeout=datetime.timedelta(seconds=60))
     from torch.nn.parallel import DistributedDataParallel as TDDP
     return {
         "torch/1rank": (W.torch_step(W.torch_model(name, torch, weights), data, torch)[0], "one"),
@@ -158,7 +160,15 @@ def bench(name, torch, dist_ok):
     if torch is not None:
         if weights is None:             # disttrain's nn not there yet: torch's own seeded init
             torch.manual_seed(common.SEED)
-        phases.update(build_torch(name, torch, weights))
+        err = None
+        try:
+            tphases = build_torch(name, torch, weights)
+        except Exception as e:          # noqa: BLE001 -- the peer failing must not cost disttrain's figures
+            tphases, err = {}, f"torch DDP (gloo) set-up failed: {type(e).__name__}: {e}"
+        if CTL.allreduce(0 if err else 1, op=MPI.MIN):   # all ranks agree, or none uses torch
+            phases.update(tphases)
+        elif RANK == 0:
+            skip(f"E-{name}", err or "torch DDP (gloo) set-up failed on another rank", framework="torch")
     if not phases:
         return [skip(f"E-{name}", why or "nothing to run")]
     for step, ranks in phases.values():              # warm-up (collective for nrank phases)

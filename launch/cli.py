@@ -46,19 +46,24 @@ class _RunCommand(click.Command):
         args = list(args)
         takes_value = {opt for p in self.params if isinstance(p, click.Option) and not p.is_flag
                        for opt in p.opts + p.secondary_opts}
-        i = 0
+        options, positional, i = [], [], 0
         while i < len(args):
             a = args[i]
             if a == "--":
+                positional += args[i + 1:]
                 break
-            if a.startswith("-"):
-                if a in takes_value:
+            if a.startswith("-"):            # before TARGET, or after a config
+                options.append(a)
+                if a in takes_value and i + 1 < len(args):
+                    options.append(args[i + 1])
                     i += 1
-                i += 1
-                continue
-            if a.endswith(".toml"):      # the config: parse what follows as options too
-                args = args[:i] + args[i + 1:] + ["--", a]
-            break
+            elif positional or a.endswith(".toml"):
+                positional.append(a)
+            else:                            # a script: everything after it is its own
+                return super().parse_args(ctx, args)
+            i += 1
+        if positional:
+            args = options + ["--"] + positional
         return super().parse_args(ctx, args)
 
 
@@ -107,7 +112,8 @@ def run_cmd(nprocs, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, e
     """Run TARGET on N ranks: a config job (TARGET ends in .toml) or a Python script.
 
     \b
-    A script gets ARGS as its sys.argv[1:]. Each rank runs under `python -m mpi4py`, so an
+    Options may also follow a config; everything after a script is the script's: it gets
+    ARGS as its sys.argv[1:]. Each rank runs under `python -m mpi4py`, so an
     uncaught exception or sys.exit(non-zero) on any rank aborts every rank; dtrun then names
     the failing rank, prints its traceback and exits non-zero. Output lines are prefixed
     with their rank ("[1] ..."); rank 0 of a config job draws a progress bar when dtrun's
@@ -123,7 +129,7 @@ def run_cmd(nprocs, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, e
             raise click.UsageError(f"TARGET {target!r} must be a config (.toml) or a Python script (.py)")
     elif args:
         raise click.UsageError(f"unexpected arguments after the config: {' '.join(args)} "
-                               "(options go before TARGET; use --set KEY=VALUE to change the config)")
+                               "(a config takes no arguments; use --set KEY=VALUE to change it)")
     if not os.path.isfile(target):
         raise click.BadParameter(f"{target}: no such file", param_hint="TARGET")
     try:

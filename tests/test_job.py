@@ -115,6 +115,8 @@ def test_in_process_job_and_other_model_checkpoint(tmp_path):
     rc, out, err, _ = dtrun(cfg, "--run-dir", "r", "--set", "train.max_steps=6", cwd=tmp_path, timeout=120)
     assert rc == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["world_size"] == 1
+    rc, out, err, _ = dtrun(cfg, "--run-dir", "r", cwd=tmp_path, timeout=60)   # would overwrite a run
+    assert rc != 0 and "already holds a run; pass --resume" in err
     # put a checkpoint of another model into the run: resume names the difference
     other = write(tmp_path / "other.toml", RESUME_JOB.replace("hidden = [32]", "hidden = [16]"))
     rc, out, err, _ = dtrun(other, "--run-dir", "o", "--set", "train.max_steps=2", cwd=tmp_path, timeout=120)

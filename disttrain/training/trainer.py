@@ -102,11 +102,11 @@ def train(cfg, run_dir, resume=False):
     schedule = build_schedule(cfg, optimizer, total)
     loss_fn = nn.CrossEntropyLoss()
 
-    step, interval, best, last_eval = 0, _Interval(), None, None
+    step, interval, best, last_eval, wall_before = 0, _Interval(), None, None, 0.0
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if resume:
-        step, interval, best, last_eval = _resume(ckpt_dir, model, optimizer, schedule, world, cfg)
+        step, interval, best, last_eval, wall_before = _resume(ckpt_dir, model, optimizer, schedule, world)
         if is_main:
             truncate_after(metrics_path, step)
     metrics = MetricsWriter(metrics_path, enabled=is_main)
@@ -199,7 +199,8 @@ def train(cfg, run_dir, resume=False):
                         "position_in_epoch": (step % spe) * t.grad_accum_steps,
                         "schedule": schedule.state_dict() if schedule is not None else None,
                         "interval": interval.state(), "best_val_accuracy": best, "last_eval": last_eval,
-                        "seed": seed}, keep_last=c.keep_last)
+                        "seed": seed, "wall_time_s": wall_before + time.perf_counter() - t_start},
+                        keep_last=c.keep_last)
                 _maybe_fault(rank, step)
             epoch += 1
     finally:
@@ -209,7 +210,7 @@ def train(cfg, run_dir, resume=False):
         ddp.save_timeline()
     if not is_main:
         return None
-    wall = time.perf_counter() - t_start
+    wall = wall_before + time.perf_counter() - t_start    # over all segments of a resumed run
     summary = {"name": cfg.job.name, "world_size": world, "steps": step, "epochs": step / spe,
                "final_val_loss": last_eval and last_eval["val_loss"],
                "final_val_accuracy": last_eval and last_eval["val_accuracy"], "best_val_accuracy": best,
@@ -227,7 +228,7 @@ def train(cfg, run_dir, resume=False):
     return summary
 
 
-def _resume(ckpt_dir, model, optimizer, schedule, world, cfg):
+def _resume(ckpt_dir, model, optimizer, schedule, world):
     from .. import distributed as dist
     # Every rank must read the same file: rank 0 chooses, the others follow.
     found = np.array([-1], dtype=np.int64)
@@ -245,7 +246,8 @@ def _resume(ckpt_dir, model, optimizer, schedule, world, cfg):
     optimizer.load_state_dict(optim_state)
     if schedule is not None and meta.get("schedule") is not None:
         schedule.load_state_dict(meta["schedule"])
-    return int(meta["step"]), _Interval(meta["interval"]), meta.get("best_val_accuracy"), meta.get("last_eval")
+    return (int(meta["step"]), _Interval(meta["interval"]), meta.get("best_val_accuracy"), meta.get("last_eval"),
+            float(meta.get("wall_time_s", 0.0)))
 
 
 _FAULT = {}
