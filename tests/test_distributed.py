@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi"))
-import launch  # noqa: E402
+import mpirun  # noqa: E402
 
 NS = [1, 2, 3, 4]
 
@@ -22,7 +22,7 @@ NS = [1, 2, 3, 4]
 @functools.lru_cache(maxsize=None)
 def checks(n):
     out = tempfile.mkdtemp(prefix=f"disttrain-dist{n}-")
-    rc, stdout, stderr, secs = launch.run(n, "dist_checks.py", out, timeout=240)
+    rc, stdout, stderr, secs = mpirun.run(n, "dist_checks.py", out, timeout=240)
     results = {}
     for r in range(n):
         path = os.path.join(out, f"results-{r}.json")
@@ -130,22 +130,22 @@ def _assert_job_ended(rc, out, err, secs, *needles):
 
 
 def test_raising_rank_aborts_the_whole_job():
-    rc, out, err, secs = launch.run(2, "fail_cases.py", "raise", timeout=60)
+    rc, out, err, secs = mpirun.run(2, "fail_cases.py", "raise", timeout=60)
     _assert_job_ended(rc, out, err, secs, "rank 1 of 2: uncaught exception",
                       "ValueError: deliberate failure in the training loop")
 
 
 def test_sys_exit_nonzero_aborts_the_whole_job():
-    rc, out, err, secs = launch.run(3, "fail_cases.py", "exit", timeout=60)
+    rc, out, err, secs = mpirun.run(3, "fail_cases.py", "exit", timeout=60)
     _assert_job_ended(rc, out, err, secs, "rank 1 of 3: exited with sys.exit(3)")
     assert rc == 3
 
 
 def test_uncaught_model_mismatch_ends_the_job():
-    rc, out, err, secs = launch.run(2, "fail_cases.py", "mismatch", timeout=60)
+    rc, out, err, secs = mpirun.run(2, "fail_cases.py", "mismatch", timeout=60)
     _assert_job_ended(rc, out, err, secs, "ModelMismatchError", "(8, 3)", "(9, 3)")
 
 
 def test_stall_abort_ends_the_job_and_names_the_late_rank():
-    rc, out, err, secs = launch.run(3, "fail_cases.py", "stall", timeout=60)
+    rc, out, err, secs = mpirun.run(3, "fail_cases.py", "stall", timeout=60)
     _assert_job_ended(rc, out, err, secs, "ranks that have not joined it: [2]", "aborting the job (stall_abort=True)")
