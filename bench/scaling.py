@@ -152,6 +152,7 @@ def build_torch(name, torch, weights):
 
 
 def bench(name, torch, dist_ok):
+    CPU.clear()                         # per workload
     why = missing(*W.NEEDS[name])
     phases = {}
     weights = None
