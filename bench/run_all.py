@@ -214,6 +214,7 @@ def markdown(rows, doc):
             note += f"; median of {len(r['spread'])} launches: {', '.join(f'{v:.2f}' for v in r['spread'])}"
         lines.append(f"| {r['workload']} | {r['measure']} [{r['unit']}] | {fmt(r['disttrain'])} | {torch_col} | "
                      f"{fmt(r['value'], 2)} | {fmt(r.get('cpu'), 2)} | {tgt} | {met}{note} |")
+    lines += limits_lines(doc["records"])
     lines += ["", "All result lines (numbers rounded):", ""]
     skip_keys = {"workload", "status", "threads", "source", "desc", "unit"}
     for rec in doc["records"]:
@@ -228,6 +229,32 @@ def markdown(rows, doc):
             parts.append(f"{k}={v}")
         lines.append(f"- `{rec.get('workload')}` [{rec.get('unit', '')}] " + ", ".join(parts))
     return "\n".join(lines) + "\n"
+
+
+A_GFLOP = 2 * 128 * (784 * 1024 + 1024 * 1024 + 1024 * 10) * 3 / 1e9 - 2 * 128 * 784 * 1024 / 1e9
+# forward + weight gradients + input gradients (none for the first layer's input): ~1.22 GFLOP per step
+
+
+def limits_lines(records):
+    """Each headline figure as a fraction of this machine's limits (workload H, same run)."""
+    sg = find(records, "H-sgemm")
+    mc = find(records, "H-memcpy")
+    ar = find(records, "H-allreduce", is_A_grad=True)
+    a = find(records, "A")
+    out = ["", "Against this machine's limits (workload H, same run):", ""]
+    if sg:
+        out.append(f"- single-thread sgemm 1024^3: numpy (OpenBLAS) {sg['numpy']:.0f} GFLOP/s"
+                   + (f", torch {sg['torch']:.0f} GFLOP/s" if sg.get("torch") else ""))
+    if sg and a:
+        g = A_GFLOP / (a["disttrain"] / 1e3)
+        out.append(f"- workload A runs at {g:.0f} GFLOP/s in disttrain ({g / sg['numpy'] * 100:.0f}% of numpy's "
+                   f"sgemm)" + (f", {A_GFLOP / (a['torch'] / 1e3):.0f} GFLOP/s in torch" if a.get("torch") else ""))
+    if mc:
+        out.append(f"- memory copy: {mc['copy']:.1f} GB/s (one thread)")
+    if ar:
+        out.append(f"- raw MPI Allreduce of A's gradient ({ar['bytes'] / 2**20:.1f} MiB, 2 ranks): "
+                   f"{ar['time_ms']:.2f} ms = {ar['algbw']:.2f} GB/s")
+    return out if len(out) > 3 else []
 
 
 def update_readme(md):

@@ -108,3 +108,31 @@ def test_reduction_float32_keeps_dtype():
     (x.sum() + x.mean(axis=0).sum()).backward()
     assert x.grad.dtype == np.float32
     np.testing.assert_allclose(np.asarray(x.grad), np.full((2, 3), 1.5))
+
+
+def test_pow_with_zero_exponent_has_zero_gradient_at_zero_base():
+    # d/dx x**0 = 0 everywhere (PyTorch gives 0 too); a^(b-1) alone would make 0 * inf = nan.
+    x = dt.tensor(np.array([0.0, 1.0, 2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0, 0.0])
+    e = dt.tensor(np.array([0.0, 2.0]))
+    y = dt.tensor(np.array([0.0, 3.0]), requires_grad=True)
+    (y ** e).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [0.0, 6.0])
+
+
+@pytest.mark.parametrize("op, name", [(lambda a, b: a + b, "Add"), (lambda a, b: a - b, "Sub"),
+                                      (lambda a, b: a * b, "Mul"), (lambda a, b: a / b, "Div"),
+                                      (lambda a, b: a ** b, "Pow")])
+def test_broadcast_error_names_op_and_shapes(op, name):
+    a = dt.tensor(np.ones(3), requires_grad=True)
+    b = dt.tensor(np.ones(4))
+    with pytest.raises(ValueError, match=rf"{name}: operands of shapes \(3,\) and \(4,\) cannot be broadcast"):
+        op(a, b)
+
+
+def test_scalar_conversions_and_non_numeric_data():
+    t = dt.tensor(np.array([2.5])).sum()
+    assert float(t) == 2.5 and int(dt.tensor(np.array(3))) == 3
+    with pytest.raises(TypeError, match="must be numeric"):
+        dt.tensor("abc")

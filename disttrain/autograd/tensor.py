@@ -176,6 +176,15 @@ class Tensor:
     def __bool__(self):
         return bool(self.data)
 
+    def __float__(self):
+        return float(self.data)
+
+    def __int__(self):
+        return int(self.data)
+
+    def __index__(self):
+        return self.data.__index__()
+
     # Hash by identity (C-level; the engine keys dicts by tensors): __eq__ is elementwise.
     __hash__ = object.__hash__
 
@@ -318,6 +327,9 @@ def tensor(data, requires_grad=False, dtype=None):
         arr = np.array(data, dtype=dtype)
         if dtype is None and arr.dtype == np.float64:
             arr = arr.astype(_FLOAT_DEFAULT)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"tensor(): data must be numeric (bool, int, float or complex), "
+                        f"got an array of dtype {arr.dtype} from {type(data).__name__}")
     return Tensor(arr, requires_grad=requires_grad)
 
 

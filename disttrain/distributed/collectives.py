@@ -36,7 +36,10 @@ def _wrap(x, arr):
 
 
 def _finish(work, async_op):
-    return work if async_op else work.wait()
+    if not async_op:
+        return work.wait()
+    work.engine.progress()      # the caller goes on computing: drive it in the background
+    return work
 
 
 def _check_avg(arr, what, group):

@@ -63,7 +63,7 @@ def _compressed(bucket, encode, decode, wire_dtype, tag):
         total = decode(box["recv"]).sum(axis=0, dtype=np.float32)
         return total.astype(buf.dtype, copy=False)
 
-    return group.engine.submit(f"{bucket.label} [{tag}]", start, finish)
+    return group.engine.submit(f"{bucket.label} [{tag}]", start, finish, start_in_thread=True)
 
 
 def fp16_compress_hook(state, bucket):

@@ -4,7 +4,10 @@ Mechanism, per synchronised backward pass:
 
 1. Each parameter's post-accumulate-grad hook copies its gradient, times
    1/world_size, into its slot of a flat bucket (or scales it in place when
-   the gradient already IS that slot, as it is from the second step on).
+   the gradient already IS that slot, as it is from the second step on when
+   the optimizer zeroes gradients in place). A large parameter (>= 1 MiB)
+   has a bucket of its own that adopts the gradient array itself: scaled in
+   place and reduced where it lies, with no copy (see buckets.py).
 2. When a bucket's last gradient arrives, every complete bucket from the
    next one to launch onward is handed to the comm hook (default: a
    non-blocking allreduce) -- strictly in bucket-index order, the same on
@@ -33,6 +36,9 @@ from .process_group import default_group
 from .timeline import Timeline
 
 MB = 1024 * 1024
+# Parameters with gradients at least this large get a bucket of their own that
+# reduces the gradient array in place (no copy into a flat buffer; see buckets.py).
+SOLO_BYTES = 1 * MB
 
 
 class ModelMismatchError(RuntimeError):
@@ -61,6 +67,7 @@ class DistributedDataParallel:
         self.broadcast_buffers = bool(broadcast_buffers)
         self.bucket_cap_bytes = int(bucket_cap_mb * MB)
         self.first_bucket_cap_bytes = int(min(first_bucket_cap_mb, bucket_cap_mb) * MB)
+        self.solo_bytes = max(1, min(SOLO_BYTES, self.bucket_cap_bytes))
 
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._names = [n for n, _ in named]
@@ -76,8 +83,7 @@ class DistributedDataParallel:
         self._dtypes = [p.data.dtype for p in self._params]
         self._scale = {}
         order = list(reversed(range(len(self._params))))
-        self._set_buckets(_buckets.plan(order, self._shapes, self._dtypes,
-                                        self.bucket_cap_bytes, self.first_bucket_cap_bytes))
+        self._set_buckets(self._plan(order))
         self._rebuilt = False
         self._require_sync = True
         self._active = False
@@ -222,8 +228,12 @@ class DistributedDataParallel:
             arr[...] = tmp
         return self.group.engine.submit(label, lambda: comm.ibcast(tmp, 0), finish)
 
+    def _plan(self, order):
+        return _buckets.plan(order, self._shapes, self._dtypes, self.bucket_cap_bytes,
+                             self.first_bucket_cap_bytes, self.solo_bytes)
+
     def _set_buckets(self, groups):
-        self._buckets_list = _buckets.build(groups, self._shapes, self._dtypes)
+        self._buckets_list = _buckets.build(groups, self._shapes, self._dtypes, self.solo_bytes)
         self._where = [None] * len(self._params)
         for b in self._buckets_list:
             for k, i in enumerate(b.indices):
@@ -269,7 +279,10 @@ class DistributedDataParallel:
         self._mark_ready(i)
         if self.timeline is not None:
             self.timeline.complete(f"copy-in {self._names[i]}", t0, time.perf_counter())
-        self.group.engine.progress()      # drives MPI when there is no communication thread
+        if self._next_launch < len(self._buckets_list):
+            # More backward to come: keep the launched buckets moving meanwhile. Once all
+            # are launched, _finalize's wait drives them from this thread (no hand-off).
+            self.group.engine.progress()
 
     def _scale_for(self, dtype):
         s = self._scale.get(dtype)
@@ -279,9 +292,19 @@ class DistributedDataParallel:
 
     def _copy_in(self, i, param):
         b, k = self._where[i]
-        view = b.views[k]
         g = param._grad
         self._had_grad[i] = g is not None
+        if b.solo:
+            if g is not None and b.can_adopt(g):
+                # Reduce the gradient where it lies (in place, as torch's DDP writes the
+                # average back into .grad): no copy into a flat buffer.
+                b.adopt(g)
+                if self.group.size > 1:
+                    np.multiply(g, self._scale_for(g.dtype), out=g)
+                return
+            view = b.use_own()
+        else:
+            view = b.views[k]
         if g is None:
             view[...] = 0
             return
@@ -395,18 +418,22 @@ class DistributedDataParallel:
         if self.group.size > 1:
             comm = self.group.comm
             self.group.engine.submit("broadcast bucket order", lambda: comm.ibcast(order, 0)).wait()
-        groups = _buckets.plan(order.tolist(), self._shapes, self._dtypes,
-                               self.bucket_cap_bytes, self.first_bucket_cap_bytes)
+        groups = self._plan(order.tolist())
         if groups == [b.indices for b in self._buckets_list]:
             return
         old = self._where
         self._set_buckets(groups)
         for i, p in enumerate(self._params):
             ob, ok = old[i]
-            if p._grad is ob.views[ok]:
+            g = p._grad
+            if g is not None and g is ob.views[ok]:
                 b, k = self._where[i]
-                b.views[k][...] = p._grad
-                p._grad = b.views[k]
+                if b.solo and b.can_adopt(g):
+                    b.adopt(g)
+                    continue
+                view = b.use_own() if b.solo else b.views[k]
+                view[...] = g
+                p._grad = view
 
 
 def _named_buffers(module):

@@ -31,7 +31,6 @@ with the thread and ``spin`` with hooks.
 """
 import collections
 import os
-import queue
 import threading
 import time
 
@@ -60,8 +59,8 @@ class Work:
         self.t_submit = self.t_start = self.t_end = None
 
     def is_completed(self):
-        if not self._done and not self.engine.threaded:
-            self.engine.progress()
+        if not self._done:
+            self.engine._drive_once()
         return self._done
 
     def wait(self):
@@ -100,7 +99,28 @@ def resolve_wait_mode(mode, local_size, threaded):
 
 
 class ProgressEngine:
-    """Starts and completes `Work` items in submission order (the order MPI needs)."""
+    """Starts `Work` items in submission order (the order MPI needs) and completes them.
+
+    Who does what (one mechanism for both progress modes):
+
+    * ``submit`` starts the operation at once in the calling thread (under a
+      lock, so starts keep submission order); only a start flagged
+      ``start_in_thread`` (e.g. a compression hook's encoding) is left to the
+      communication thread, and later submissions queue behind it.
+    * ``progress()`` says "the caller goes back to computing": with a thread it
+      wakes the thread to drive the in-flight operations (``Test()`` polls with
+      short sleeps) while the caller computes; without one it tests them once.
+    * ``wait()`` drives the operations itself, in the waiting thread: no
+      hand-off to a thread and back, so a bucket launched at the very end of
+      backward costs what a blocking MPI call costs.
+
+    Measured on 2 ranks x 2 cores (0.17 MB allreduce, blocking Allreduce ~0.1 ms):
+    handing every operation to a sleeping thread through a queue cost ~0.25 ms
+    in a quiet loop and 1 ms per backward inside DDP (waking the thread
+    preempts a busy rank); started and waited in the caller it costs ~0.1 ms.
+    Only one thread at a time calls ``Test()``/``Wait()`` on the requests
+    (the ``_drive`` lock); MPI forbids two threads completing one request.
+    """
 
     def __init__(self, comm, threaded, wait_mode, stall):
         self.comm = comm
@@ -109,34 +129,37 @@ class ProgressEngine:
         self.stall = stall
         self.timeline = None
         self._seq = 0
-        self._lock = threading.Lock()
-        self._current = None            # the work the comm thread is driving
-        self._waiters = 0               # threads blocked in wait(): the thread may spin (adaptive)
-        self._pending = collections.deque()
-        self._queue = None
+        self._lock = threading.Lock()       # submission order: seq numbers and starts
+        self._drive = threading.Lock()      # held while calling Test() on requests
+        self._unstarted = collections.deque()   # works whose start the thread runs, in order
+        self._inflight = collections.deque()    # started, not yet complete, in start order
+        self._closed = False
         self._thread = None
         if threaded:
-            self._queue = queue.SimpleQueue()
+            self._wake = threading.Event()
             self._thread = threading.Thread(target=self._run, name="disttrain-comm", daemon=True)
             self._thread.start()
 
     # -- submission ---------------------------------------------------------
-    def submit(self, label, start, finish=None):
-        """``start()`` -> request(s) is called in order; ``finish()`` -> result after completion."""
+    def submit(self, label, start, finish=None, start_in_thread=False):
+        """``start()`` -> request(s) is called in submission order; ``finish()`` -> result after completion.
+
+        The operation starts now, in this thread, unless ``start_in_thread`` asks
+        for the communication thread (with no thread it always starts here).
+        """
         w = Work(self, label, start, finish)
         w.t_submit = time.perf_counter()
+        queued = False
         with self._lock:
             w.seq = self._seq
             self._seq += 1
-            if self.threaded:
-                self._queue.put(w)
-                return w
-        try:
-            self._begin(w)
-        except BaseException as e:
-            self._fail(w, e)
-            return w
-        self._pending.append(w)
+            if self.threaded and (start_in_thread or self._unstarted):
+                self._unstarted.append(w)
+                queued = True
+            elif self._begin_safely(w):
+                self._inflight.append(w)
+        if queued:
+            self._wake.set()
         return w
 
     def _begin(self, w):
@@ -147,6 +170,14 @@ class ProgressEngine:
         elif not isinstance(reqs, (list, tuple)):
             reqs = [reqs]
         w._reqs = list(reqs)
+
+    def _begin_safely(self, w):
+        try:
+            self._begin(w)
+            return True
+        except BaseException as e:          # reported to whoever waits on it
+            self._fail(w, e)
+            return False
 
     def _complete(self, w):
         w.t_end = time.perf_counter()
@@ -167,100 +198,134 @@ class ProgressEngine:
         w._done = True
         w._event.set()
 
-    # -- the communication thread ---------------------------------------------
-    def _run(self):
-        q = self._queue
+    # -- driving the requests ------------------------------------------------
+    def _start_queued(self):
+        """Run the starts left to the communication thread, in order."""
         while True:
-            w = q.get()
-            if w is None:
-                return
-            self._current = w
-            try:
-                self._begin(w)
-                mode = self.wait_mode
-                for r in w._reqs:
-                    while not r.Test():
-                        if mode == "spin" or (mode == "adaptive" and self._waiters):
-                            r.Wait()        # spins inside MPI, GIL released
-                            break
-                        time.sleep(POLL_INTERVAL)
-            except BaseException as e:      # reported to whoever waits on it
-                self._current = None
-                self._fail(w, e)
-                continue
-            self._current = None
-            self._complete(w)
+            with self._lock:
+                if not self._unstarted:
+                    return
+                w = self._unstarted[0]      # stays first until started: later submits queue behind
+                ok = self._begin_safely(w)
+                self._unstarted.popleft()
+                if ok:
+                    self._inflight.append(w)
 
-    def close(self):
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout=5.0)
-
-    # -- progress from the calling thread (hooks mode) -------------------------
-    def progress(self):
-        """Test the pending operations once each (a no-op with the thread)."""
-        if self.threaded:
-            return
-        pend = self._pending
+    def _test_inflight(self):
+        """Complete the in-flight operations that have finished, in order (caller holds _drive)."""
+        pend = self._inflight
         while pend:
             w = pend[0]
-            if all(r.Test() for r in w._reqs):
+            try:
+                done = all(r.Test() for r in w._reqs)
+            except BaseException as e:
                 pend.popleft()
-                self._complete(w)
-            else:
-                # Test the later ones too: each call drives MPI's progress engine.
-                for later in list(pend)[1:]:
-                    for r in later._reqs:
-                        r.Test()
+                self._fail(w, e)
+                continue
+            if not done:
                 return
+            pend.popleft()
+            self._complete(w)
 
-    def _progress_for(self, w, seconds):
-        end = time.perf_counter() + seconds
-        spin = self.wait_mode in ("spin", "adaptive")
-        while True:
-            self.progress()
-            if w._done or time.perf_counter() >= end:
-                return w._done
-            if not spin:
+    def _drive_once(self, blocking_s=None):
+        """Test the in-flight operations once, unless another thread is doing so."""
+        got = self._drive.acquire(True, blocking_s) if blocking_s else self._drive.acquire(False)
+        if got:
+            try:
+                self._test_inflight()
+            finally:
+                self._drive.release()
+
+    def _drive_blocking(self):
+        """Complete the first in-flight operation inside MPI's Wait (GIL released: a
+        Python loop of Test() calls would fight the other threads for the GIL)."""
+        with self._drive:
+            self._test_inflight()
+            if self._inflight:
+                w = self._inflight[0]
+                try:
+                    for r in w._reqs:
+                        r.Wait()
+                except BaseException as e:
+                    self._inflight.popleft()
+                    self._fail(w, e)
+                    return
+                self._test_inflight()
+
+    def progress(self):
+        """The caller returns to computing: keep the in-flight operations moving meanwhile."""
+        if self.threaded:
+            if self._inflight or self._unstarted:
+                self._wake.set()
+        elif self._inflight:
+            self._drive_once()
+
+    # -- the communication thread ---------------------------------------------
+    def _run(self):
+        wake = self._wake
+        spin = self.wait_mode == "spin"
+        while not self._closed:
+            wake.clear()
+            if not (self._inflight or self._unstarted):
+                wake.wait()
+                continue
+            self._start_queued()
+            if spin:
+                self._drive_blocking()
+            else:
+                self._drive_once()
+                # Sleep-poll: the rank's own computation keeps its core (each Test()
+                # is a few microseconds of MPI progress).
                 time.sleep(POLL_INTERVAL)
+
+    def close(self):
+        self._closed = True
+        if self._thread is not None and self._thread.is_alive():
+            self._wake.set()
+            self._thread.join(timeout=5.0)
 
     # -- waiting -----------------------------------------------------------------
     def current_seq(self):
         """Sequence number of the earliest unfinished operation (for stall replies)."""
-        if self.threaded:
-            cur = self._current
-            return cur.seq if cur is not None else self._seq
-        return self._pending[0].seq if self._pending else self._seq
+        for dq in (self._inflight, self._unstarted):
+            try:
+                return dq[0].seq
+            except IndexError:
+                pass
+        return self._seq
 
     def wait(self, w):
+        """Drive the operations up to ``w`` from this thread until it completes."""
         t0 = time.perf_counter()
         stall = self.stall
         timeout = stall.timeout if stall is not None else None
         next_report = t0 + timeout if timeout else None
-        with self._lock:
-            self._waiters += 1
-        try:
-            self._wait_loop(w, t0, stall, timeout, next_report)
-        finally:
-            with self._lock:
-                self._waiters -= 1
-
-    def _wait_loop(self, w, t0, stall, timeout, next_report):
-        while True:
-            if self.threaded:
-                done = w._event.wait(_SLICE)
-            else:
-                done = self._progress_for(w, _SLICE)
-            if done:
+        spin = self.wait_mode in ("spin", "adaptive")
+        next_slice = t0 + _SLICE
+        while not w._done:
+            if self.threaded and self._unstarted:
+                self._wake.set()            # its start is the thread's job
+            self._drive_once(POLL_INTERVAL)
+            if w._done:
                 return
+            if not spin:
+                time.sleep(POLL_INTERVAL)
+            now = time.perf_counter()
+            if now < next_slice:
+                continue
+            next_slice = now + _SLICE
             if stall is None:
                 continue
             stall.service(self.current_seq())
-            now = time.perf_counter()
             if next_report is not None and now >= next_report:
                 stall.report(self._stalled_work(w), now - t0, self.current_seq)
                 next_report = now + timeout
 
     def _stalled_work(self, w):
-        cur = self._current if self.threaded else (self._pending[0] if self._pending else None)
-        return cur if cur is not None and cur.seq < w.seq else w
+        for dq in (self._inflight, self._unstarted):
+            try:
+                cur = dq[0]
+            except IndexError:
+                continue
+            return cur if cur.seq < w.seq else w
+        return w

@@ -28,6 +28,22 @@ def flat(a, dtype):
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
+def memory_order(a):
+    """'F' for an F-ordered array (e.g. linear's feature-major output), else 'C'."""
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
+def flat_in(a, dtype, order):
+    """``a`` as a 1-D array of ``dtype`` walking its elements in ``order`` ('C' or 'F').
+
+    A view when ``a`` already is ``dtype`` and contiguous in that order, else a
+    copy. Elementwise kernels over several arrays flatten all of them in one
+    order (the layout of the array that fixes the output), so an F-ordered
+    activation and its F-ordered gradient meet without a copy.
+    """
+    return np.asarray(a, dtype=dtype).ravel(order)
+
+
 def pair(value, name, op, minimum=0):
     """An int or a pair of ints as ``(h, w)``; raises naming the op on anything else."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):

