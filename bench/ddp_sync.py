@@ -14,7 +14,24 @@ For the MLP 784-1024-1024-10 (batch 128 per rank) and a LeNet-style CNN
   compute (from DDP's per-step timestamps), and ``exposed``: time spent
   waiting for buckets after backward.
 
-Prints one JSON line per result (rank 0) and a table at the end.
+Two readings of "the time DDP spends syncing" (issue 5, workload F), both printed:
+
+1. ``isolated`` (probe="isolated"): DDP's sync machinery alone. The loss is
+   an op whose backward hands every parameter a copy of a constant (all
+   gradients ready at once, for one memcpy of compute), both ranks start
+   backward together (a barrier in a hook on the loss), so a DDP backward
+   minus the same backward without DDP = copy-in + bucket allreduces +
+   write-back. Compared with ONE
+   blocking mpi4py Allreduce of a buffer of all gradients' bytes
+   (``sync_vs_raw``, target <= 1.10), and with ``raw-mpi``: the same
+   backward, then the gradients scaled into one flat buffer and one blocking
+   Allreduce (what DDP's buckets have to match).
+2. ``in training`` (the table's ``sync ms``/``exposed ms``/``hidden``): during
+   real training steps, DDP step - local step, the time the main thread
+   waited for buckets after backward, and the fraction of allreduce time
+   hidden behind backward compute.
+
+Prints one JSON line per result (rank 0) and tables at the end.
 """
 import json
 import os
@@ -29,6 +46,7 @@ import workloads  # noqa: E402
 import numpy as np  # noqa: E402
 
 import disttrain.distributed as dist  # noqa: E402
+from disttrain.autograd.function import Function  # noqa: E402
 from disttrain.distributed.process_group import ProcessGroup  # noqa: E402
 from disttrain.distributed.progress import ProgressEngine  # noqa: E402
 
@@ -147,6 +165,108 @@ def overlap_probe(nbytes, compute_ms=20.0):
     return out
 
 
+class _GradSource(Function):
+    """``loss = 0`` whose backward hands every parameter a fresh copy of a constant
+    gradient: all gradients are ready at once, for the cost of one memcpy."""
+
+    @staticmethod
+    def forward(ctx, consts, *params):
+        ctx.consts = consts
+        return np.zeros((), params[0].dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (None,) + tuple(c.copy() for c in ctx.consts)
+
+
+def isolated_sync(model_key, rounds=None, wrappers=None):
+    """F reading (1): the sync machinery alone (see the module docstring).
+
+    ``wrappers``: {name: model -> DDP wrapper} to compare (default: {"ddp": DDP})."""
+    wrappers = wrappers or {"ddp": dist.DistributedDataParallel}
+    import disttrain as dt
+    from mpi4py import MPI
+    rounds = rounds or (4 if QUICK else 16)
+    world = comm.comm
+
+    def sync_start(grad):
+        world.Barrier()
+
+    def setup(wrap):
+        model = workloads.dt_model(model_key)
+        params = list(model.parameters())
+        consts = tuple(np.full(p.data.shape, 0.5, p.data.dtype) for p in params)
+        net = wrap(model) if wrap else None
+
+        def backward():
+            for p in params:
+                p._grad = None          # zero_grad(set_to_none=True), as optimizers do
+            loss = _GradSource.apply(consts, *params)
+            # Both ranks start backward together: the skew of what ran before
+            # (noise on a shared machine) must not count as sync time.
+            loss.register_hook(sync_start)
+            loss.backward()
+        return backward, params, net
+
+    local, params, _ = setup(None)
+    wrapped = {name: setup(w) for name, w in wrappers.items()}
+    rawb, rparams, _ = setup(None)
+    nbytes = sum(p.data.nbytes for p in params)
+    flat = np.empty(nbytes // 4, np.float32)
+    offs = np.cumsum([0] + [p.data.size for p in rparams])
+    views = [flat[a:b].reshape(p.data.shape) for p, a, b in zip(rparams, offs[:-1], offs[1:])]
+    inv = np.float32(1.0 / N)
+    buf = np.ones(nbytes // 4, np.float32)
+
+    def raw_allreduce():
+        world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+
+    def raw_mpi():
+        rawb()
+        for p, v in zip(rparams, views):
+            np.multiply(p._grad, inv, out=v)
+        world.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        for p, v in zip(rparams, views):
+            p._grad = v
+
+    runs = {"local": local, "raw_allreduce": raw_allreduce, "raw_mpi": raw_mpi}
+    runs.update((name, w[0]) for name, w in wrapped.items())
+    times = {k: [] for k in runs}
+    for _ in range(WARMUP):
+        for f in runs.values():
+            world.Barrier()
+            f()
+    for r in range(rounds):
+        order = list(runs.items()) if r % 2 else list(runs.items())[::-1]
+        for k, f in order:
+            for _ in range(5):
+                world.Barrier()
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+    # median and p10 (the uncontended cost on a shared machine), slowest rank's
+    med = np.array([[median(times[k]), np.percentile(times[k], 10)] for k in runs])
+    dist.all_reduce(med, "max")
+    m = {k: med[j] * 1e3 for j, k in enumerate(runs)}
+    raw = m["raw_allreduce"]
+    out = []
+    for name, (_, _, net) in wrapped.items():
+        sync = m[name] - m["local"]
+        out.append(emit(dict(
+            bench="ddp_sync", probe="isolated", config=name, model=model_key_name(model_key), ranks=N,
+            grad_mb=round(nbytes / 2**20, 3), buckets=len(net.bucket_layout),
+            local_backward_ms=float(m["local"][0]), ddp_backward_ms=float(m[name][0]),
+            sync_ms=float(sync[0]), raw_allreduce_ms=float(raw[0]), sync_vs_raw=float(sync[0] / raw[0]),
+            raw_mpi_sync_ms=float(m["raw_mpi"][0] - m["local"][0]),
+            sync_ms_p10=float(sync[1]), raw_allreduce_ms_p10=float(raw[1]),
+            sync_vs_raw_p10=float(sync[1] / raw[1]))))
+    return out
+
+
+def model_key_name(key):
+    return {v[0]: k for k, v in MODELS.items()}[key]
+
+
 def emit(rec):
     if RANK == 0:
         print(json.dumps(rec, sort_keys=True), flush=True)
@@ -157,6 +277,7 @@ def main():
     if N < 2:
         print("run me under mpiexec -n 2 (or more)", file=sys.stderr)
     results = []
+    isolated = [r for key, _ in MODELS.values() for r in isolated_sync(key)]
     probes = overlap_probe(4 * 2**20)
     blocking = raw_allreduce_ms(4 * 2**20)
     auto = group.engine.wait_mode
@@ -202,8 +323,16 @@ def main():
               f"then wait (blocking Allreduce alone: {blocking:.2f} ms)")
         for p in probes:
             print(f"  progress={p['progress']:6} wait={p['wait']:8}  exposed after compute: {p['exposed_ms']:6.2f} ms")
-        print(f"\nDDP gradient sync, {N} ranks ({os.cpu_count()} cores), median of {STEPS} steps; "
-              f"sync cost = DDP step - local step; hidden = share of allreduce time overlapping backward")
+        print(f"\nF (1) isolated: DDP's sync machinery alone (gradients all ready at once; DDP backward - "
+              f"plain backward), {N} ranks, median (p10) of the slowest rank")
+        for r in isolated:
+            print(f"  {r['model']:6} {r['grad_mb']:6.2f} MiB in {r['buckets']} buckets: sync {r['sync_ms']:6.3f} ms "
+                  f"({r['sync_ms_p10']:.3f})  one raw Allreduce {r['raw_allreduce_ms']:6.3f} ms "
+                  f"({r['raw_allreduce_ms_p10']:.3f})  ratio {r['sync_vs_raw']:5.2f} ({r['sync_vs_raw_p10']:.2f})  "
+                  f"raw-mpi copy+Allreduce {r['raw_mpi_sync_ms']:6.3f} ms")
+        print(f"\nF (2) in training: DDP gradient sync, {N} ranks ({os.cpu_count()} cores), median of {STEPS} steps; "
+              f"sync cost = DDP step - local step; exposed = main thread waiting for buckets after backward; "
+              f"hidden = share of allreduce time overlapping backward")
         hdr = (f"{'model':6} {'config':48} {'step ms':>8} {'p10 ms':>7} {'sync ms':>8} {'sync p10':>8} "
                f"{'raw AR ms':>9} {'hidden':>6} "
                f"{'exposed ms':>10} {'comm ms':>8} {'buckets':>7}")

@@ -104,7 +104,9 @@ def _parse_env(values):
 @click.option("--threads-per-rank", type=click.IntRange(min=1), default=None,
               help="BLAS/Numba threads per rank (default: cores / ranks on this machine; "
                    "variables already set in the environment win).")
-@click.option("--dry-run", is_flag=True, help="Print the exact command and exit without running it.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the exact command and exit without running or writing anything (comment lines "
+                   "name what dtrun creates only at launch).")
 @click.argument("target", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run_cmd(nprocs, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, env_items, timeout,

@@ -42,6 +42,7 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
         os.environ.update(env)
     import disttrain  # noqa: F401  (sets the default NUMBA_CACHE_DIR that ranks share)
     cfg = None
+    dir_given = run_dir is not None
     if is_config:
         cfg, run_dir = _config_job(target, overrides, run_dir, resume, nprocs, dry_run)
 
@@ -50,6 +51,8 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
             else shlex.join([sys.executable, target] + args)
         if dry_run:
             print(f"# -n 1: runs in this process, without mpiexec: {what}")
+            if is_config:
+                print(_run_dir_note(run_dir, resume, dir_given))
             return 0
         if timeout:
             _watchdog(timeout)
@@ -65,6 +68,12 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
         except KeyboardInterrupt:
             sys.stderr.write("\ndtrun: interrupted\n")
             return 130
+        except SystemExit as exc:
+            if exc.code in (None, 0) or is_config:     # a config job's SystemExit is its whole message
+                raise
+            return _in_process_failure(exc)
+        except Exception as exc:
+            return _in_process_failure(exc)
         return 0
 
     mpiexec = mpi.find_mpiexec(mpiexec_path)
@@ -86,15 +95,19 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
         rank_argv += ["--resume"] if resume else []
     else:
         rank_argv = ["-m", "mpi4py", "-m", "launch.rank", "script", os.path.abspath(target)] + list(args)
-    io_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), "dtrun-io-XXXXXX") if dry_run else runner.make_io_dir()
+    io_dir = runner.io_dir_placeholder() if dry_run else runner.make_io_dir()
     spec = mpi.LaunchSpec(nprocs=nprocs, rank_argv=rank_argv, env=rank_env, hostfile=hostfile, hosts=hosts,
                           timeout=timeout, io_dir=io_dir)
     argv, launcher_env = mpi.build_command(spec, mpiexec, dialect)
     if dry_run:
         prefix = [f"{k}={v}" for k, v in launcher_env.items()]
         print(shlex.join((["env"] + prefix if prefix else []) + argv))
+        print(f"# placeholder: {io_dir} stands for the temporary directory dtrun creates at launch for "
+              "the ranks' output files (dtrun reads them, prints each line prefixed with its rank, and "
+              "removes the directory after the job)")
         if is_config:
-            print(f"# run directory: {run_dir}" + (" (resume)" if resume else ""))
+            print(_run_dir_note(run_dir, resume, dir_given) +
+                  "; the ranks read that file, so the command above runs only after dtrun has written it")
         return 0
     try:
         if is_config:
@@ -107,6 +120,22 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
                           local=not (hostfile or hosts))
     finally:
         runner.remove_io_dir(io_dir)
+
+
+def _run_dir_note(run_dir, resume, dir_given):
+    """What a config job will write, for --dry-run (which writes nothing)."""
+    name = run_dir if dir_given or resume else f"{run_dir} (its timestamp is taken at launch)"
+    return (f"# run directory: {name}" + (" (resume)" if resume else "") +
+            f"; written at launch: {os.path.join(run_dir, 'config.toml')} (the resolved config)")
+
+
+def _in_process_failure(exc):
+    """Report a failure of the `-n 1` job as an N-rank launch reports its failing rank: why, then
+    the traceback without dtrun's own frames (click, this launcher, runpy). Returns the exit status."""
+    from .rank import describe, traceback_lines
+    is_exit = isinstance(exc, SystemExit)
+    runner.write_rank_failure(0, describe(exc), [] if is_exit else traceback_lines(exc))
+    return exc.code if is_exit and isinstance(exc.code, int) else 1
 
 
 def _count_hosts(path):

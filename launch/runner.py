@@ -11,7 +11,7 @@ import threading
 import time
 
 from . import mpi
-from .rank import CONTROL
+from .rank import CONTROL, is_machinery
 
 POLL_S = 0.05
 TAIL_LINES = 40
@@ -92,6 +92,8 @@ class RankStream:
                 del self.lines[:200]
             if self.job.quiet:      # stopping on purpose: the ranks' KeyboardInterrupt tracebacks are noise
                 return
+            if text.startswith("Abort(") and self.job.reported(self.rank):
+                return              # MPICH's note that the rank aborted: the failure report says it
         self.term.line(f"[{self.rank}] {text}", sys.stderr if self.kind == "err" else sys.stdout)
 
     def close(self):
@@ -108,6 +110,9 @@ class Job:
         self.quiet = False
         self.tracebacks = {}      # rank -> traceback lines sent as control lines
         self.done = set()         # ranks whose code returned normally
+
+    def reported(self, rank):
+        return any(r == rank for _, r, _ in self.failures)
 
     def control(self, rank, message):
         kind, _, rest = message.partition(" ")
@@ -227,15 +232,14 @@ def _traceback_tail(lines):
             continue
         if line.startswith("  File "):
             # frames of the launch machinery (runpy, mpi4py, launch.rank) say nothing about the bug
-            skipping = any(s in line for s in _MACHINERY)
+            m = re.match(r'  File "(.*)", line', line)
+            skipping = bool(m) and is_machinery(m.group(1))
         elif not line.startswith("    "):
             skipping = False
         if not skipping:
             out.append(line)
     return out[-TAIL_LINES:]
 
-
-_MACHINERY = ('"<frozen runpy>"', "mpi4py/run.py", "mpi4py/__main__.py", "launch/rank.py", "runpy.py")
 
 
 def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
@@ -265,8 +269,12 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
         if stopping["why"] is None:
             stopping["why"] = "interrupted"
             job.quiet = True
-            term.line("dtrun: interrupted; stopping all ranks", sys.stderr)
-            threading.Thread(target=stop, args=(proc,), daemon=True).start()
+
+            def announce_and_stop():
+                # not in the handler itself: it runs in the main thread, which may hold term's lock
+                term.line("dtrun: interrupted; stopping all ranks", sys.stderr)
+                stop(proc)
+            threading.Thread(target=announce_and_stop, daemon=True).start()
         else:   # a second Ctrl-C: no more patience
             _signal_group(proc, signal.SIGKILL)
 
@@ -342,18 +350,36 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None):
         out.write(f"dtrun: the job failed ({why}); mpiexec said:\n")
         out.write("".join(f"  {l}\n" for l in mpiexec_text.strip().splitlines()[-TAIL_LINES:]))
         return
-    out.write(f"dtrun: rank {rank} failed: {why}\n")
-    tail = job.tracebacks.get(rank) or (_traceback_tail(err[rank].lines) if rank in err else [])
-    if tail:
-        out.write(f"dtrun: rank {rank}'s traceback:\n" if job.tracebacks.get(rank) else
-                  f"dtrun: rank {rank} stderr (last lines):\n")
-        out.write("".join(f"  [{rank}] {l}\n" for l in tail))
+    if job.tracebacks.get(rank):
+        write_rank_failure(rank, why, job.tracebacks[rank], out=out)
+    else:
+        write_rank_failure(rank, why, _traceback_tail(err[rank].lines) if rank in err else [],
+                           heading=f"dtrun: rank {rank} stderr (last lines):", out=out)
     out.write(f"dtrun: all {job.nprocs} ranks were stopped.\n")
     out.flush()
 
 
+def write_rank_failure(rank, why, lines, heading=None, out=None):
+    """`dtrun: rank R failed: WHY` and the rank's traceback (or last stderr lines), the same
+    report for a rank under mpiexec and for `-n 1` in this process."""
+    out = out or sys.stderr
+    out.write(f"dtrun: rank {rank} failed: {why}\n")
+    if lines:
+        out.write((heading or f"dtrun: rank {rank}'s traceback:") + "\n")
+        out.write("".join(f"  [{rank}] {line}\n" for line in lines))
+    out.flush()
+
+
+IO_DIR_PREFIX = "dtrun-io-"
+
+
 def make_io_dir():
-    return tempfile.mkdtemp(prefix="dtrun-io-")
+    return tempfile.mkdtemp(prefix=IO_DIR_PREFIX)
+
+
+def io_dir_placeholder():
+    """What --dry-run shows for make_io_dir()'s directory, which only exists once a job runs."""
+    return os.path.join(tempfile.gettempdir(), IO_DIR_PREFIX + "XXXXXX")
 
 
 def remove_io_dir(path):

@@ -22,7 +22,7 @@ def _model_and_adam(hidden=4):
 def test_round_trip_is_exact(tmp_path):
     model, opt = _model_and_adam()
     meta = {"world_size": 2, "model_name": "mlp", "schedule": {"last_epoch": 3, "base_lrs": [0.01]},
-            "interval": [1.2345678901234567, 3, 7, 40]}
+            "interval": [[1.2345678901234567, 3, 7, 40], [0.1, 1, 0, 8]]}
     path = ckpt.save(tmp_path, 7, model, opt, meta)
     assert os.path.basename(path) == "step-00000007.npz"
     arrays, optim_state, got = ckpt.read(path)

@@ -52,6 +52,12 @@ def test_dry_run_mpich(tmp_path):
     assert argv[i - 1] == "-genv" and argv[i + 1] == "bar baz"      # an argument list, never a shell string
     assert ["-genv", "NUMBA_CACHE_DIR"] == argv[argv.index("NUMBA_CACHE_DIR") - 1:argv.index("NUMBA_CACHE_DIR") + 1]
     assert "-outfile-pattern" in argv and "-errfile-pattern" in argv and "-prepend-rank" not in argv
+    io_dir = os.path.dirname(argv[argv.index("-outfile-pattern") + 1])
+    assert io_dir == os.path.dirname(argv[argv.index("-errfile-pattern") + 1])
+    # that directory only exists once dtrun runs the job: the output says it is a placeholder
+    rc, out, err, _ = dtrun("--dry-run", "-n", "3", script, cwd=tmp_path, timeout=60)
+    assert f"# placeholder: {io_dir} stands for the temporary directory dtrun creates at launch" in out, out
+    assert not os.path.exists(io_dir)
     tail = argv[argv.index(sys.executable):]
     assert tail == [sys.executable, "-m", "mpi4py", "-m", "launch.rank", "script", script, "--lr", "0.1"]
     # thread limits: 3 ranks over 2 hosts -> 2 local ranks -> cores // 2 threads each
@@ -105,10 +111,13 @@ def test_dry_run_config_job_and_n1(tmp_path):
     assert rc == 0, err
     argv = shlex.split(out.splitlines()[0])
     assert argv[-2:] == ["config", str(tmp_path / "myrun")]
-    assert "# run directory: myrun" in out
+    # the ranks read myrun/config.toml, which dtrun writes at launch: the output says so
+    assert ("# run directory: myrun; written at launch: myrun/config.toml (the resolved config); the ranks read "
+            "that file, so the command above runs only after dtrun has written it") in out.splitlines(), out
     assert not os.path.exists(tmp_path / "myrun")                  # dry run: nothing written
     rc, out, err, _ = dtrun("-n", "1", cfg, "--dry-run", cwd=tmp_path, timeout=60)
     assert rc == 0 and "runs in this process, without mpiexec" in out
+    assert "(its timestamp is taken at launch); written at launch: runs/digits_mlp-" in out, out
     assert not os.path.exists(tmp_path / "runs")
 
 

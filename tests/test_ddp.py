@@ -200,3 +200,106 @@ def test_blas_thread_count_set_at_run_time():
         assert threads.get_blas_threads() == [1] * len(before)
     finally:
         threads.set_blas_threads(before[0])
+
+
+def test_bucket_plan_solo_parameters_and_completion_order():
+    # 800-byte parameters (index 1, 3) get buckets of their own; the small ones
+    # share one that stays open past them and launches when its last one is ready.
+    shapes = [(10,), (100,), (10,), (100,), (10,)]
+    f8 = [np.dtype(np.float64)] * 5
+    assert buckets.plan([4, 3, 2, 1, 0], shapes, f8, 10**6, 10**6, solo_bytes=800) == [[3], [1], [4, 2, 0]]
+    assert buckets.plan([4, 3, 2, 1, 0], shapes, f8, 160, 160, solo_bytes=800) == [[3], [4, 2], [1], [0]]
+    built = buckets.build([[3], [4, 2, 0]], shapes, f8, solo_bytes=800)
+    assert [b.solo for b in built] == [True, False] and built[0].nbytes == 800
+
+
+class _Request:
+    """A fake MPI request that completes on its n-th Test()."""
+
+    def __init__(self, n, log=None, name=None):
+        self.n, self.log, self.name = n, log, name
+
+    def Test(self):
+        self.n -= 1
+        if self.n <= 0 and self.log is not None and self.name not in self.log:
+            self.log.append(self.name)
+        return self.n <= 0
+
+    def Wait(self):
+        self.n = 0
+        return None
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_progress_engine_starts_in_order_and_waiter_drives(threaded):
+    import time
+    from disttrain.distributed.communicator import SingleProcessCommunicator
+    eng = progress.ProgressEngine(SingleProcessCommunicator(), threaded, "adaptive", None)
+    try:
+        started, completed = [], []
+
+        def slow_start():                       # e.g. a compression hook encoding its bucket
+            time.sleep(0.05)
+            started.append("encoded")
+            return _Request(3, completed, "encoded")
+
+        def start(name, n):
+            def f():
+                started.append(name)
+                return _Request(n, completed, name)
+            return f
+
+        w1 = eng.submit("a", slow_start, lambda: "r1", start_in_thread=True)
+        w2 = eng.submit("b", start("plain", 5), lambda: "r2")     # must queue behind w1's start
+        assert (w2.wait(), w1.wait()) == ("r2", "r1")
+        assert started == ["encoded", "plain"]
+        assert completed == ["encoded", "plain"] and w1.seq < w2.seq
+        # Started in the caller and completed by the waiter: no thread involved.
+        w3 = eng.submit("c", start("direct", 4), lambda: 3)
+        assert started[-1] == "direct" and not w3._done
+        assert w3.wait() == 3 and eng.current_seq() == 3
+        # progress(): the thread (if any) completes it while the caller does something else.
+        w4 = eng.submit("d", start("background", 2), lambda: 4)
+        eng.progress()
+        if threaded:
+            deadline = time.time() + 5
+            while not w4._done and time.time() < deadline:
+                time.sleep(0.001)
+            assert w4._done and w4.result == 4
+        assert w4.wait() == 4
+        # A failing start is reported by wait(), and later work still runs.
+        w5 = eng.submit("e", lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            w5.wait()
+        assert eng.submit("f", start("after", 1), lambda: 6).wait() == 6
+    finally:
+        eng.close()
+
+
+def test_large_gradient_is_reduced_where_it_lies(monkeypatch):
+    from disttrain.distributed import ddp as ddp_mod
+    monkeypatch.setattr(ddp_mod, "SOLO_BYTES", 200)   # fc1.weight (256 bytes) gets a solo bucket
+    x, y = batch()
+    ref = fresh()
+    F.cross_entropy(ref(x), y).backward()
+    m = fresh()
+    seen = {}
+    m.fc1.weight.register_post_accumulate_grad_hook(lambda p: seen.setdefault("g", p._grad))
+    ddp = dist.DistributedDataParallel(m)
+    assert [b.solo for b in ddp._buckets_list].count(True) == 1
+    opt = dt.optim.SGD(m.parameters(), lr=0.0)
+    for step in range(3):
+        seen.clear()
+        opt.zero_grad(set_to_none=step != 2)
+        F.cross_entropy(ddp(x), y).backward()
+        g = m.fc1.weight._grad
+        assert g is seen["g"]             # backward's own array, not a copy in a bucket
+        b, _ = ddp._where[ddp._names.index("fc1.weight")]
+        assert b.solo and np.shares_memory(b.buffer, g)
+        for n, p in m.named_parameters():
+            np.testing.assert_allclose(p.grad.data, dict(ref.named_parameters())[n].grad.data, rtol=1e-12)
+    # no_sync accumulates into the same array; the next synced backward adds one more batch.
+    with ddp.no_sync():
+        F.cross_entropy(ddp(x), y).backward()
+    F.cross_entropy(ddp(x), y).backward()
+    np.testing.assert_allclose(m.fc1.weight.grad.data, 3 * ref.fc1.weight.grad.data, rtol=1e-12)

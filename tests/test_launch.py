@@ -1,5 +1,6 @@
 """dtrun running real jobs under mpiexec: output prefixing, failures, timeout, -n 1."""
 import os
+import re
 import sys
 
 import pytest
@@ -68,9 +69,12 @@ def test_failing_rank_ends_job_and_is_named(tmp_path, script, mode, why, status)
     assert why in err, err
     assert seconds < 30                                   # not a hang: the healthy rank was stopped
     assert "finished 0" not in out
-    if mode == "raise":                                   # its traceback, without launcher frames
+    if mode == "raise":                                   # its traceback, once, without launcher frames
         report = err[err.index("dtrun: rank 1 failed"):]
-        assert 'job.py", line' in report and "raise ValueError" in report and "runpy" not in report
+        assert 'job.py", line' in report and "raise ValueError" in report
+        assert err.count("Traceback (most recent call last)") == 1 and err.count("raise ValueError") == 1, err
+        for machinery in ("runpy", "mpi4py", "launch/rank.py", "Abort("):
+            assert machinery not in err, err
 
 
 def test_timeout_stops_every_rank(tmp_path, script):
@@ -89,7 +93,24 @@ def test_n1_runs_in_process_without_mpiexec(tmp_path):
     assert out.strip() == "size 1 args ['a', 'b'] mpi False"
     fail = write(tmp_path / "fail.py", "raise SystemExit(4)\n")
     rc, out, err, _ = dtrun(fail, cwd=tmp_path, timeout=60)
-    assert rc == 4
+    assert rc == 4 and err == "dtrun: rank 0 failed: sys.exit(4)\n", err
+
+
+def test_n1_failure_reported_like_a_rank_without_launcher_frames(tmp_path):
+    write(tmp_path / "helper.py", "def check(x):\n    raise ValueError(f'bad value {x}')\n")
+    script = write(tmp_path / "bad.py", "import helper\n\ndef main():\n    helper.check(3)\n\nmain()\n")
+    rc, out, err, _ = dtrun("-n", "1", script, cwd=tmp_path, timeout=60)
+    assert rc == 1, err
+    lines = err.splitlines()
+    assert lines[0] == "dtrun: rank 0 failed: ValueError: bad value 3", err
+    assert lines[1:3] == ["dtrun: rank 0's traceback:", "  [0] Traceback (most recent call last):"], err
+    frames = [re.match(r'  \[0\]   File "(.*)", line (\d+)', line) for line in lines
+              if line.startswith("  [0]   File ")]
+    assert [(os.path.basename(m.group(1)), int(m.group(2))) for m in frames] == \
+        [("bad.py", 6), ("bad.py", 4), ("helper.py", 2)], err          # only the user's frames
+    assert lines[-1] == "  [0] ValueError: bad value 3"
+    for machinery in ("click", "launcher.py", "cli.py", "runpy"):
+        assert machinery not in err, err
 
 
 def test_ctrl_c_stops_every_rank(tmp_path, script):

@@ -69,37 +69,34 @@ def plan(order, shapes, dtypes, cap_bytes, first_cap_bytes, solo_bytes=None):
     """Group parameter indices (taken in ``order``) into lists, one list per bucket.
 
     Each dtype fills its own buckets; the first bucket of each dtype is capped
-    at ``first_cap_bytes``. A parameter of at least ``solo_bytes`` closes the
-    open bucket of its dtype and gets one of its own. Buckets are numbered by
-    the position of their first parameter in ``order`` so launch order follows
-    gradient order.
+    at ``first_cap_bytes``. A parameter of at least ``solo_bytes`` gets a
+    bucket of its own (the open bucket of small ones stays open past it).
+    Buckets are numbered by the position of their LAST parameter in
+    ``order`` -- the order in which they become complete -- so launch order
+    follows gradient order.
     """
-    open_ = {}       # dtype -> (list of indices, bytes so far, cap)
-    done = []        # (position of first param, indices)
-    first_pos = {}
+    open_ = {}       # dtype -> [indices, bytes so far, cap, position of the last one]
+    done = []        # (position of its last parameter, indices)
     started = set()
     for pos, i in enumerate(order):
         dt = np.dtype(dtypes[i])
+        nbytes = int(np.prod(shapes[i], dtype=np.int64)) * dt.itemsize
+        if solo_bytes is not None and nbytes >= solo_bytes:
+            done.append((pos, [i]))
+            continue
         if dt not in open_:
             cap = first_cap_bytes if dt not in started else cap_bytes
             started.add(dt)
-            open_[dt] = [[], 0, cap]
-            first_pos[dt] = pos
+            open_[dt] = [[], 0, cap, pos]
         cur = open_[dt]
-        nbytes = int(np.prod(shapes[i], dtype=np.int64)) * dt.itemsize
-        if solo_bytes is not None and nbytes >= solo_bytes:
-            if cur[0]:
-                done.append((first_pos[dt], cur[0]))
-            done.append((pos, [i]))
-            del open_[dt]
-            continue
         cur[0].append(i)
         cur[1] += nbytes
+        cur[3] = pos
         if cur[1] >= cur[2]:
-            done.append((first_pos[dt], cur[0]))
+            done.append((pos, cur[0]))
             del open_[dt]
     for dt, cur in open_.items():
-        done.append((first_pos[dt], cur[0]))
+        done.append((cur[3], cur[0]))
     done.sort(key=lambda t: t[0])
     return [idx for _, idx in done]
 

@@ -257,8 +257,10 @@ class DistributedDataParallel:
         if not self._require_sync:
             return
         n = len(self._params)
-        self._ready = np.zeros(n, bool)
-        self._had_grad = np.zeros(n, bool)
+        # Python lists, not numpy arrays: these are touched once per parameter per step
+        # from the gradient hooks, where a numpy scalar access costs several times more.
+        self._ready = [False] * n
+        self._had_grad = [False] * n
         self._order = []
         self._next_launch = 0
         for b in self._buckets_list:
@@ -273,12 +275,14 @@ class DistributedDataParallel:
         if self._ready[i]:
             raise RuntimeError(f"DistributedDataParallel: rank {self.group.rank}: parameter "
                                f"{self._names[i]!r} received two gradients in one backward pass")
-        t0 = time.perf_counter()
+        tl = self.timeline
+        t0 = time.perf_counter() if tl is not None else 0.0
         self._copy_in(i, param)
-        self._order.append(i)
+        if not self._rebuilt:
+            self._order.append(i)
         self._mark_ready(i)
-        if self.timeline is not None:
-            self.timeline.complete(f"copy-in {self._names[i]}", t0, time.perf_counter())
+        if tl is not None:
+            tl.complete(f"copy-in {self._names[i]}", t0, time.perf_counter())
         if self._next_launch < len(self._buckets_list):
             # More backward to come: keep the launched buckets moving meanwhile. Once all
             # are launched, _finalize's wait drives them from this thread (no hand-off).
@@ -341,7 +345,7 @@ class DistributedDataParallel:
                 tl.complete("backward (no_sync)", self._t_backward, t_compute_end)
             return
         rank = self.group.rank
-        unready = np.flatnonzero(~self._ready)
+        unready = [i for i, r in enumerate(self._ready) if not r]
         if len(unready):
             if not self.find_unused_parameters:
                 names = [self._names[i] for i in unready]
@@ -356,7 +360,7 @@ class DistributedDataParallel:
         if self.find_unused_parameters and self.group.size > 1:
             # "had a gradient" (from this backward or accumulated earlier) on any rank decides,
             # the same way on every rank, whether .grad is set: ranks must never disagree.
-            used = self._had_grad.astype(np.int32)
+            used = np.array(self._had_grad, np.int32)
             comm = self.group.comm
             used_work = self.group.engine.submit(f"allreduce used-parameter map (step {self._step})",
                                                  lambda: comm.iallreduce(used, "sum"), lambda: used)
@@ -375,7 +379,7 @@ class DistributedDataParallel:
         if used_work is not None:
             globally_used = used_work.wait() > 0
         elif self.find_unused_parameters:
-            globally_used = self._had_grad
+            globally_used = np.array(self._had_grad, bool)
         t_done = time.perf_counter()
 
         for i, p in enumerate(self._params):

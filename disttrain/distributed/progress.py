@@ -1,15 +1,20 @@
 """Driving non-blocking MPI operations: the communication thread and the wait modes.
 
 An MPI non-blocking collective only moves while some thread is inside MPI.
-Two ways to make DDP's allreduces progress while backward computes:
+Operations are started by the submitting thread, in submission order (see
+`ProgressEngine`); what differs is who drives them while the rank computes:
 
-* ``thread`` (default when MPI grants MPI_THREAD_MULTIPLE): one daemon thread
-  starts every operation, in submission order, and drives it to completion.
-  Its MPI calls release the GIL, and numpy/BLAS/Numba release it during the
+* ``thread`` (default when MPI grants MPI_THREAD_MULTIPLE): a daemon thread,
+  woken by ``progress()`` (DDP calls it from the gradient hooks while more
+  backward is to come), polls ``Test()`` on the in-flight operations. Its
+  MPI calls release the GIL, and numpy/BLAS/Numba release it during the
   backward kernels, so the transfer really runs during backward.
-* ``hooks``: the calling thread starts operations and calls ``Test()`` on the
-  pending ones from every gradient hook (`progress()`); between hooks nothing
-  moves, so a bucket launched before a long matmul waits for the next hook.
+* ``hooks``: ``progress()`` itself calls ``Test()`` once; between hooks
+  nothing moves, so a bucket launched before a long matmul waits for the
+  next hook.
+
+Either way ``wait()`` drives the operations from the waiting thread itself:
+a bucket launched when backward is over never passes through the thread.
 
 Measured (bench/ddp_sync.py's overlap probe, 2 ranks on this 2-core machine):
 a 4 MiB allreduce started before ~21 ms of BLAS work left 0.0-4 ms to wait
@@ -19,12 +24,11 @@ Hence the thread is the default and hooks the fallback for MPI libraries
 without MPI_THREAD_MULTIPLE.
 
 Waiting: MPICH busy-polls inside ``Wait``, which steals the core of a rank
-doing real work when busy threads outnumber cores. ``spin`` waits inside MPI
-(a 7 MB Iallreduce on 2 ranks: 2.3 ms in ``Wait``, 6.4 ms polling ``Test()``
-every 0.2 ms, on a busy machine); ``sleep`` polls ``Test()`` with short
-sleeps, leaving the core to computation; ``adaptive`` sleep-polls while the
-rank computes and spins only while the rank itself is blocked waiting (the
-communication thread then has the core to itself). ``auto`` (default) is
+doing real work when busy threads outnumber cores. ``spin``: the waiter
+polls ``Test()`` without pause (and the thread waits inside MPI's ``Wait``);
+``sleep``: everyone polls ``Test()`` with short sleeps, leaving the core to
+computation; ``adaptive``: the thread sleep-polls (the rank is computing)
+and the waiter spins (the rank is blocked anyway). ``auto`` (default) is
 ``sleep`` when this machine's ranks outnumber its cores, else ``adaptive``
 with the thread and ``spin`` with hooks.
 
@@ -37,6 +41,7 @@ import time
 WAIT_MODES = ("auto", "spin", "sleep", "adaptive")
 POLL_INTERVAL = 2e-4    # seconds between Test() calls in sleep mode
 _SLICE = 0.05           # how often a waiting rank answers stall queries
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
 class Work:
@@ -308,7 +313,11 @@ class ProgressEngine:
             self._drive_once(POLL_INTERVAL)
             if w._done:
                 return
-            if not spin:
+            if spin:
+                # As MPICH's own busy-wait does: let any other runnable thread on this
+                # core (another rank on a busy machine, our comm thread) go first.
+                _yield()
+            else:
                 time.sleep(POLL_INTERVAL)
             now = time.perf_counter()
             if now < next_slice:

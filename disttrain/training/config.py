@@ -1,4 +1,5 @@
-"""Job configs: TOML (stdlib `tomllib`) validated into typed sections before any rank starts.
+"""Job configs: TOML (stdlib `tomllib`; `tomli` on Python 3.10) validated into typed sections
+before any rank starts.
 
 Every key has a type, a default and a check. A mistake raises `ConfigError`: one paragraph
 naming the file (or the --set option), the key and the problem, with a did-you-mean
@@ -7,7 +8,10 @@ suggestion for a misspelt name. Config text is only parsed as TOML, never evalua
 import difflib
 import math
 import os
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:     # Python 3.10: the same parser, as the `tomli` package
+    import tomli as tomllib
 from dataclasses import dataclass
 
 

@@ -4,9 +4,10 @@ Determinism (what makes resume bitwise): data order comes from the sampler's (se
 dropout draws from disttrain's generator reseeded from (seed, rank, step) before every step,
 so no generator state has to travel between ranks; the position in an epoch follows from the
 step count. A checkpoint therefore holds parameters, buffers, optimizer and schedule state,
-the step and the metric accumulators, and nothing else is needed to continue exactly.
-Collectives (allreduce of metrics, evaluation) run on every rank at the same steps; rank 0
-alone writes files, and never calls a collective while doing so.
+the step and every rank's metric accumulators, and nothing else is needed to continue exactly.
+Collectives (allreduce of metrics, evaluation, gathering the interval sums for a checkpoint) run
+on every rank at the same steps; rank 0 alone writes files, and never calls a collective while
+doing so.
 """
 import contextlib
 import json
@@ -50,13 +51,22 @@ def build_schedule(cfg, optimizer, total_steps):
 
 
 class _Interval:
-    """Running sums of one logging interval (part of a checkpoint: they are exact floats)."""
+    """This rank's running sums of one logging interval. Each rank sums its own batches and the
+    ranks' sums are added at the log step, so a checkpoint inside an interval must keep every
+    rank's partial sums (as exact floats) for the resumed run to log the same numbers."""
 
     def __init__(self, state=None):
-        self.loss_sum, self.batches, self.correct, self.samples = (state or (0.0, 0, 0, 0))
+        loss_sum, batches, correct, samples = state if state is not None else (0.0, 0, 0, 0)
+        self.loss_sum, self.batches, self.correct, self.samples = \
+            float(loss_sum), int(batches), int(correct), int(samples)
 
     def state(self):
         return [self.loss_sum, self.batches, self.correct, self.samples]
+
+    def gather(self):
+        """Every rank's sums, one row per rank (a collective: call it on every rank)."""
+        from .. import distributed as dist
+        return dist.all_gather(np.array(self.state(), dtype=np.float64)).tolist()
 
 
 def train(cfg, run_dir, resume=False):
@@ -192,14 +202,16 @@ def train(cfg, run_dir, resume=False):
                                    "val_accuracy": vacc, "time": time.perf_counter() - t_start})
                     progress.log(f"eval step {step}: val_loss {vloss:.4f} val_accuracy {100 * vacc:.2f}%")
                 c = cfg.checkpoint
-                if c.enabled and is_main and ((c.interval and step % c.interval == 0) or
-                                              (not c.interval and end_of_epoch) or final):
-                    ckpt.save(ckpt_dir, step, model, optimizer, {
-                        "model_name": cfg.model.name, "world_size": world, "epoch": step // spe,
-                        "position_in_epoch": (step % spe) * t.grad_accum_steps,
-                        "schedule": schedule.state_dict() if schedule is not None else None,
-                        "interval": interval.state(), "best_val_accuracy": best, "last_eval": last_eval,
-                        "seed": seed, "wall_time_s": wall_before + time.perf_counter() - t_start},
+                if c.enabled and ((c.interval and step % c.interval == 0) or (not c.interval and end_of_epoch)
+                                  or final):
+                    per_rank_interval = interval.gather()      # on every rank, outside the rank-0 branch
+                    if is_main:
+                        ckpt.save(ckpt_dir, step, model, optimizer, {
+                            "model_name": cfg.model.name, "world_size": world, "epoch": step // spe,
+                            "position_in_epoch": (step % spe) * t.grad_accum_steps,
+                            "schedule": schedule.state_dict() if schedule is not None else None,
+                            "interval": per_rank_interval, "best_val_accuracy": best, "last_eval": last_eval,
+                            "seed": seed, "wall_time_s": wall_before + time.perf_counter() - t_start},
                         keep_last=c.keep_last)
                 _maybe_fault(rank, step)
             epoch += 1
@@ -246,8 +258,12 @@ def _resume(ckpt_dir, model, optimizer, schedule, world):
     optimizer.load_state_dict(optim_state)
     if schedule is not None and meta.get("schedule") is not None:
         schedule.load_state_dict(meta["schedule"])
-    return (int(meta["step"]), _Interval(meta["interval"]), meta.get("best_val_accuracy"), meta.get("last_eval"),
-            float(meta.get("wall_time_s", 0.0)))
+    # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
+    saved = meta["interval"]
+    if saved and not isinstance(saved[0], list):      # older checkpoints held rank 0's sums only
+        saved = [saved] + [None] * (world - 1)
+    return (int(meta["step"]), _Interval(saved[dist.get_rank()]), meta.get("best_val_accuracy"),
+            meta.get("last_eval"), float(meta.get("wall_time_s", 0.0)))
 
 
 _FAULT = {}
