@@ -253,7 +253,8 @@ def isolated_sync(model_key, rounds=None, wrappers=None):
     for name, (_, _, net) in wrapped.items():
         sync = m[name] - m["local"]
         out.append(emit(dict(
-            bench="ddp_sync", probe="isolated", config=name, model=model_key_name(model_key), ranks=N,
+            bench="ddp_sync", probe="isolated", workload=f"F-{model_key_name(model_key)}-isolated",
+            config=name, model=model_key_name(model_key), ranks=N,
             grad_mb=round(nbytes / 2**20, 3), buckets=len(net.bucket_layout),
             local_backward_ms=float(m["local"][0]), ddp_backward_ms=float(m[name][0]),
             sync_ms=float(sync[0]), raw_allreduce_ms=float(raw[0]), sync_vs_raw=float(sync[0] / raw[0]),

@@ -74,7 +74,9 @@ def free_port():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-    return CTL.bcast(port, root=0)
+    buf = np.array([port], np.int64)
+    CTL.Bcast(buf, root=0)          # buffer API: no pickling
+    return int(buf[0])
 
 
 SYNC_STATS = {}      # workload -> [DDP.last_sync_stats of each 2-rank step] (this rank's)

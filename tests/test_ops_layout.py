@@ -174,3 +174,14 @@ def test_mlp_float32_training_step_matches_float64():
     for g32, g64 in zip(grads(np.float32), grads(np.float64)):
         assert g32.dtype == np.float32 and g32.flags.c_contiguous
         np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_forward_kernel_values_nan_and_dtypes(dtype):
+    a = np.array([[-2.0, -0.0, 0.0, 3.5], [np.nan, np.inf, -np.inf, 1e-30]], dtype)
+    for al in (a, np.asfortranarray(a), np.repeat(a, 2, axis=1)[:, ::2]):
+        out = F.relu(dt.tensor(al)).numpy()
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, [[0, 0, 0, 3.5], [np.nan, np.inf, 0, dtype(1e-30)]])
+    ints = F.relu(dt.tensor(np.array([-3, 4]))).numpy()        # non-float input: numpy's maximum
+    np.testing.assert_array_equal(ints, [0, 4])

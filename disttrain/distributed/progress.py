@@ -47,7 +47,7 @@ _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 class Work:
     """Handle of one started (or queued) communication; ``wait()`` returns its result."""
 
-    __slots__ = ("engine", "label", "seq", "_start", "_finish", "_reqs", "_event", "_done",
+    __slots__ = ("engine", "label", "seq", "_start", "_finish", "_reqs", "_done",
                  "result", "error", "t_submit", "t_start", "t_end")
 
     def __init__(self, engine, label, start, finish):
@@ -57,7 +57,6 @@ class Work:
         self._start = start
         self._finish = finish
         self._reqs = None
-        self._event = threading.Event()
         self._done = False
         self.result = None
         self.error = None
@@ -193,7 +192,6 @@ class ProgressEngine:
             except BaseException as e:
                 w.error = e
         w._done = True
-        w._event.set()
         tl = self.timeline
         if tl is not None:
             tl.complete(w.label, w.t_start, w.t_end, thread="comm", args={"seq": w.seq})
@@ -201,7 +199,6 @@ class ProgressEngine:
     def _fail(self, w, e):
         w.error = e
         w._done = True
-        w._event.set()
 
     # -- driving the requests ------------------------------------------------
     def _start_queued(self):
@@ -211,7 +208,8 @@ class ProgressEngine:
                 if not self._unstarted:
                     return
                 w = self._unstarted[0]      # stays first until started: later submits queue behind
-                ok = self._begin_safely(w)
+            ok = self._begin_safely(w)      # unlocked: a long encode must not block submit()
+            with self._lock:
                 self._unstarted.popleft()
                 if ok:
                     self._inflight.append(w)
@@ -221,8 +219,9 @@ class ProgressEngine:
         pend = self._inflight
         while pend:
             w = pend[0]
+            reqs = w._reqs
             try:
-                done = all(r.Test() for r in w._reqs)
+                done = reqs[0].Test() if len(reqs) == 1 else all([r.Test() for r in reqs])
             except BaseException as e:
                 pend.popleft()
                 self._fail(w, e)
@@ -234,6 +233,8 @@ class ProgressEngine:
 
     def _drive_once(self, blocking_s=None):
         """Test the in-flight operations once, unless another thread is doing so."""
+        if not self._inflight:
+            return
         got = self._drive.acquire(True, blocking_s) if blocking_s else self._drive.acquire(False)
         if got:
             try:
@@ -310,7 +311,7 @@ class ProgressEngine:
         while not w._done:
             if self.threaded and self._unstarted:
                 self._wake.set()            # its start is the thread's job
-            self._drive_once(POLL_INTERVAL)
+            self._drive_once(None if spin else POLL_INTERVAL)
             if w._done:
                 return
             if spin:

@@ -18,6 +18,14 @@ _GELU_C = 0.044715
 
 
 @kernel
+def relu_forward(x, out):
+    """out = max(x, 0); ``v <= 0`` is false for NaN, so NaN passes through (as in PyTorch)."""
+    for i in range(x.size):
+        v = x[i]
+        out[i] = 0 if v <= 0 else v
+
+
+@kernel
 def relu_backward(g, out, gin):
     """gin = g where out > 0 else 0 (the derivative at 0 is taken as 0)."""
     for i in range(g.size):
@@ -91,5 +99,5 @@ def gelu_backward(g, x, gin, approximate_tanh):
             gin[i] = g[i] * d
 
 
-__all__ = ["relu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_backward",
+__all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_backward",
            "gelu_forward", "gelu_backward"]
