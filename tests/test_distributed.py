@@ -80,6 +80,11 @@ def test_ddp_unused_parameter_without_flag_names_it(n):
 
 
 @pytest.mark.parametrize("n", [2, 3])
+def test_ddp_unused_on_one_rank_raises_there_and_leaves_collectives_matched(n):
+    assert_ok(n, "ddp_unused_on_one_rank_error")
+
+
+@pytest.mark.parametrize("n", [2, 3])
 def test_ddp_mismatched_models_fail_on_every_rank(n):
     assert_ok(n, "ddp_mismatch_error")
     # mpiexec may glue the ranks' lines together: search, don't split

@@ -346,16 +346,19 @@ class DistributedDataParallel:
             return
         rank = self.group.rank
         unready = [i for i, r in enumerate(self._ready) if not r]
-        if len(unready):
-            if not self.find_unused_parameters:
-                names = [self._names[i] for i in unready]
-                raise RuntimeError(
-                    f"DistributedDataParallel: rank {rank}: {len(names)} parameter(s) received no gradient "
-                    f"in this backward pass: {', '.join(names)}. Every parameter must take part in the "
-                    f"loss, or pass find_unused_parameters=True to DistributedDataParallel.")
-            for i in unready:
-                self._copy_in(i, self._params[i])
-                self._mark_ready(i)
+        error = None
+        if unready and not self.find_unused_parameters:
+            names = [self._names[i] for i in unready]
+            error = (f"DistributedDataParallel: rank {rank}: {len(names)} parameter(s) received no gradient "
+                     f"in this backward pass: {', '.join(names)}. Every parameter must take part in the "
+                     f"loss, or pass find_unused_parameters=True to DistributedDataParallel.")
+        # Reduce missing gradients as zeros either way, and raise only at the very
+        # end: the other ranks take part in these buckets' allreduces (and the
+        # one-time bucket rebuild), so skipping them here would hang those ranks,
+        # or misalign every later collective if this rank's error is caught.
+        for i in unready:
+            self._copy_in(i, self._params[i])
+            self._mark_ready(i)
         used_work = None
         if self.find_unused_parameters and self.group.size > 1:
             # "had a gradient" (from this backward or accumulated earlier) on any rank decides,
@@ -392,6 +395,8 @@ class DistributedDataParallel:
         if not self._rebuilt:
             self._rebuild()
         self._step += 1
+        if error is not None:
+            raise RuntimeError(error)
 
     def _record_stats(self, t_compute_end, t_wait, t_done):
         t0 = self._t_backward if self._t_backward is not None else t_compute_end

@@ -215,6 +215,28 @@ def unused_without_flag():
     ddp.remove_hooks()
 
 
+def unused_on_one_rank_without_flag():
+    # `unused` takes part everywhere but on the last rank, which raises (caught here); the
+    # others finish normally. Their collectives must still be matched: the next ones agree.
+    dt.manual_seed(7)
+    model = MLP(np.float64, unused=True)
+    ddp = dist.DistributedDataParallel(model)
+    X, Y = make_data(np.float64, B, steps=1)
+    loss = F.cross_entropy(ddp(dt.tensor(X[0, RANK * B:(RANK + 1) * B])), dt.tensor(Y[0, RANK * B:(RANK + 1) * B]))
+    if RANK != N - 1:
+        loss = loss + model.unused(dt.tensor(np.ones((2, 3)))).sum()
+    try:
+        loss.backward()
+    except RuntimeError as e:
+        assert RANK == N - 1 and "unused.weight" in str(e) and f"rank {RANK}" in str(e), str(e)
+    else:
+        assert RANK != N - 1, "the rank without a gradient for `unused` did not raise"
+        np.testing.assert_allclose(model.unused.weight.grad.data, np.full((3, 3), 2.0 * (N - 1) / N), rtol=1e-12)
+    total = dist.all_reduce(np.full(4, RANK + 1.0))
+    np.testing.assert_array_equal(total, np.full(4, N * (N + 1) / 2))
+    ddp.remove_hooks()
+
+
 def mismatched_models():
     width = 16 + (1 if RANK == N - 1 else 0)
     model = dt.nn.Sequential(dt.nn.Linear(4, width), dt.nn.ReLU(), dt.nn.Linear(width, 2))
@@ -365,6 +387,8 @@ if N > 1:
         g.engine.close()
 check("ddp_find_unused", equivalence("sgd", np.float64, unused=True, find_unused_parameters=True))
 check("ddp_unused_error", unused_without_flag)
+if N > 1:
+    check("ddp_unused_on_one_rank_error", unused_on_one_rank_without_flag)
 check("ddp_partially_used", partially_used)
 check("ddp_comm_hooks", comm_hooks)
 check("timeline", timeline)
