@@ -249,3 +249,20 @@ def test_fresh_gradient_is_taken_without_copy():
     x = dt.tensor(np.ones(4), requires_grad=True)
     (Double.apply(x) * 1.0).sum().backward()
     assert id(x.grad.data) == made[0]
+
+
+def test_backward_frees_activations_held_only_by_the_graph():
+    import gc
+    import weakref
+    x = dt.tensor(np.ones((4, 3)), requires_grad=True)
+    h = (x * 2.0).tanh()
+    ref = weakref.ref(h)
+    loss = (h * h).sum()
+    del h
+    gc.collect()
+    assert ref() is not None          # the tape holds it until backward
+    loss.backward()
+    gc.collect()
+    assert ref() is None              # backward released it although `loss` is still held
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()

@@ -94,6 +94,10 @@ def backward(roots, grads=None, retain_graph=False):
                 elif g is not None:
                     _accumulate(node_grads, parent, inp._out_index, g)
                     g = None
+            if not retain_graph:
+                # Drop the edges too: a held loss tensor must not keep every
+                # activation of its graph alive (as PyTorch frees them).
+                node.inputs = ()
         callbacks = _callbacks
         # Callbacks may queue further callbacks; run until none are left.
         while callbacks:
