@@ -253,13 +253,76 @@ def mismatched_models():
 
 
 def comm_hooks():
-    for hook, tol in ((dist.fp16_compress_hook, 2e-3), (dist.bf16_compress_hook, 2e-2)):
-        ddp = run_ddp(np.float32, "sgd", hook=hook)
-        ref = reference(np.float32, "sgd")
-        for (name, p), q in zip(ref.named_parameters(), ddp.module.parameters()):
-            err = max_rel(q.data, p.data)
-            assert err <= tol, f"{hook.__name__} {name}: relative difference {err:.3g} > {tol}"
-        assert_bitwise_identical(ddp.module)
+    # Under the default progress (the communication thread where MPI allows it) and,
+    # with several ranks, Test() from the hooks: the user-defined bf16 op runs in either.
+    groups = [(None, None)] + ([(other_group(False, "sleep"), "hooks")] if N > 1 else [])
+    ref = reference(np.float32, "sgd")
+    for g, mode in groups:
+        kw = {} if g is None else {"group": g}
+        for hook, tol in ((dist.fp16_compress_hook, 2e-3), (dist.bf16_compress_hook, 2e-2)):
+            ddp = run_ddp(np.float32, "sgd", hook=hook, **kw)
+            for (name, p), q in zip(ref.named_parameters(), ddp.module.parameters()):
+                err = max_rel(q.data, p.data)
+                assert err <= tol, f"{hook.__name__} {mode or 'default'} {name}: relative difference {err:.3g} > {tol}"
+            assert_bitwise_identical(ddp.module)
+        if g is not None:
+            g.engine.close()
+
+
+def _tree_sums(vals, add):
+    """Every value a reduction tree (any order, any grouping) of ``vals`` can give."""
+    if len(vals) == 1:
+        return {vals[0]}
+    out = set()
+    n = len(vals)
+    for mask in range(1, 2 ** n - 1):
+        left = tuple(v for i, v in enumerate(vals) if mask >> i & 1)
+        right = tuple(v for i, v in enumerate(vals) if not mask >> i & 1)
+        for a in _tree_sums(left, add):
+            for b in _tree_sums(right, add):
+                out.add(add(a, b))
+    return out
+
+
+def comm_hooks_exact():
+    # The 16-bit allreduce sums in 16 bits, correctly rounded at each add: the
+    # result must be what numpy's float16 / bfloat16 adds give for SOME reduction
+    # order (MPI picks the tree; with 2 ranks there is only one), bitwise equal on
+    # every rank. 0.1*rank-style values, plus ties that must round to even.
+    from disttrain.distributed import comm_hooks as ch
+    j = np.arange(16)
+    vals = (0.1 * RANK * (1 + j / 7)).astype(np.float32)
+    vals[0] = 1.0 if RANK == 0 else 2.0 ** -8 * 1.5     # bf16: 1 + 1.5*2^-8 -> 1.0078125 (N=2)
+    vals[1] = 1.0 if RANK == 0 else 2.0 ** -11          # fp16: 1 + 2^-11 is a tie -> 1.0 (even)
+    encode = {"fp16": lambda v: v.astype(np.float16).view(np.uint16), "bf16": ch.to_bf16_bits}
+    add = {"fp16": ch.fp16_sum_bits, "bf16": ch.bf16_sum_bits}
+    engines = [("default", group.engine)]
+    if N > 1:
+        hooks = other_group(False, "sleep")
+        engines.append(("hooks", hooks.engine))
+    routes = [("fp16", None), ("fp16", False), ("bf16", None)]     # None: native fp16 where MPI has it
+    for mode, engine in engines:
+        for fmt, native in routes:
+            mine = encode[fmt](vals)
+            wire = mine.copy()
+            engine.submit(f"exact {fmt}", lambda: ch.iallreduce_16bit(group.comm, wire, fmt, native),
+                          start_in_thread=True).wait()
+            every = dist.all_gather(mine)                   # (N, 16) uint16: each rank's input
+            results = dist.all_gather(wire)
+            assert (results == results[0]).all(), f"{fmt} {mode}: ranks differ"
+            add_bits = lambda a, b: int(add[fmt](np.array([a], np.uint16), np.array([b], np.uint16))[0])  # noqa: E731
+            for k in range(j.size):
+                allowed = _tree_sums(tuple(int(v) for v in every[:, k]), add_bits)
+                assert int(wire[k]) in allowed, (f"{fmt} native={native} {mode} element {k}: "
+                                                 f"got bits {int(wire[k]):#06x}, allowed {sorted(allowed)}")
+            if N == 2:
+                np.testing.assert_array_equal(wire, add[fmt](every[0], every[1]))
+                if fmt == "bf16":
+                    assert ch.from_bf16_bits(wire[:1])[0] == 1.0078125
+                else:
+                    assert wire[:2].view(np.float16)[1] == 1.0
+    if N > 1:
+        hooks.engine.close()
 
 
 def stall_detector():
@@ -391,6 +454,7 @@ if N > 1:
     check("ddp_unused_on_one_rank_error", unused_on_one_rank_without_flag)
 check("ddp_partially_used", partially_used)
 check("ddp_comm_hooks", comm_hooks)
+check("comm_hooks_exact", comm_hooks_exact)
 check("timeline", timeline)
 check("ddp_broadcast_buffers", buffers_broadcast)
 check("sampler", sampler)
