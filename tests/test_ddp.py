@@ -153,6 +153,30 @@ def test_bf16_rounding_and_compress_hooks():
             np.testing.assert_allclose(q.grad.data, p.grad.data, rtol=rtol, atol=rtol * 1e-2)
 
 
+def test_16bit_sum_ops_add_in_16_bits_rounding_to_nearest_even():
+    bf = comm_hooks.to_bf16_bits
+    a = bf(np.array([1.0, 1.0, 1.0078125, -2.0, 3.0e38], np.float32))
+    b = bf(np.array([2.0 ** -8 * 1.5, 2.0 ** -8, 2.0 ** -8, 2.0, 3.0e38], np.float32))
+    got = comm_hooks.from_bf16_bits(comm_hooks.bf16_sum_bits(a, b))
+    # 1 + 1.5*2^-8 rounds up; 1 + 2^-8 and 1.0078125 + 2^-8 are ties -> even; overflow -> inf
+    np.testing.assert_array_equal(got, [1.0078125, 1.0, 1.015625, 0.0, np.inf])
+    x = np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float16)
+    s16 = comm_hooks.fp16_sum_bits(x[0].view(np.uint16), x[1].view(np.uint16)).view(np.float16)
+    np.testing.assert_array_equal(s16, x[0] + x[1])
+
+
+def test_compress_hooks_reduce_in_place_in_the_bucket_dtype():
+    m = fresh(dtype=np.float32)
+    ddp = dist.DistributedDataParallel(m)
+    for hook, fmt in ((dist.fp16_compress_hook, np.float16), (dist.bf16_compress_hook, None)):
+        buf = np.array([0.1, -3.0, 1e-3], np.float32)
+        gb = comm_hooks.GradBucket(0, buf, [], [], ddp.group, "test", True)
+        want = buf.astype(fmt).astype(np.float32) if fmt else comm_hooks.from_bf16_bits(comm_hooks.to_bf16_bits(buf))
+        out = hook(None, gb).wait()
+        assert out is buf and out.dtype == np.float32
+        np.testing.assert_array_equal(out, want)     # one process: just the 16-bit round trip
+
+
 def test_bad_ddp_arguments():
     with pytest.raises(ValueError, match="bucket_cap_mb"):
         dist.DistributedDataParallel(fresh(), bucket_cap_mb=0)

@@ -92,9 +92,16 @@ def test_ddp_mismatched_models_fail_on_every_rank(n):
     assert sorted(map(int, ranks)) == list(range(n))
 
 
-@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("n", [2, 3, 4])
 def test_ddp_fp16_bf16_comm_hooks(n):
+    # DDP with each hook ~= single process, ranks bitwise equal, thread and hooks progress
     assert_ok(n, "ddp_comm_hooks")
+
+
+@pytest.mark.parametrize("n", NS)
+def test_16bit_allreduce_sums_in_16_bits(n):
+    # fp16 (native and user op) and bf16 (user op) allreduce == numpy's 16-bit adds, bit for bit
+    assert_ok(n, "comm_hooks_exact")
 
 
 @pytest.mark.parametrize("n", [2, 3])

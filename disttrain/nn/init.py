@@ -81,3 +81,13 @@ def xavier_uniform_(tensor, gain=1.0, generator=None):
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)
+
+
+def default_weight_and_bias_(weight, bias=None):
+    """PyTorch's default for Linear and Conv layers: kaiming_uniform(a=sqrt(5)) for the
+    weight (= U(+-1/sqrt(fan_in))) and U(+-1/sqrt(fan_in)) for the bias."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = calculate_fan_in_and_fan_out(weight)
+        bound = 1.0 / math.sqrt(fan_in)
+        uniform_(bias, -bound, bound)
