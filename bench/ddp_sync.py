@@ -184,7 +184,6 @@ def isolated_sync(model_key, rounds=None, wrappers=None):
 
     ``wrappers``: {name: model -> DDP wrapper} to compare (default: {"ddp": DDP})."""
     wrappers = wrappers or {"ddp": dist.DistributedDataParallel}
-    import disttrain as dt
     from mpi4py import MPI
     rounds = rounds or (4 if QUICK else 16)
     world = comm.comm

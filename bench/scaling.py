@@ -168,7 +168,9 @@ def bench(name, torch, dist_ok):
             tphases = build_torch(name, torch, weights)
         except Exception as e:          # noqa: BLE001 -- the peer failing must not cost disttrain's figures
             tphases, err = {}, f"torch DDP (gloo) set-up failed: {type(e).__name__}: {e}"
-        if CTL.allreduce(0 if err else 1, op=MPI.MIN):   # all ranks agree, or none uses torch
+        ok = np.array([0 if err else 1], np.int32)
+        CTL.Allreduce(MPI.IN_PLACE, ok, op=MPI.MIN)      # buffer API; all ranks agree, or none uses torch
+        if ok[0]:
             phases.update(tphases)
         elif RANK == 0:
             skip(f"E-{name}", err or "torch DDP (gloo) set-up failed on another rank", framework="torch")

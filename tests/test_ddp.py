@@ -203,7 +203,7 @@ def test_single_process_collectives_and_errors():
 
 
 def test_wait_mode_resolution(monkeypatch):
-    monkeypatch.setattr(progress, "_cores", lambda: 2)
+    monkeypatch.setattr(progress, "cores", lambda: 2)
     monkeypatch.delenv("DISTTRAIN_WAIT_MODE", raising=False)
     assert progress.resolve_wait_mode(None, local_size=2, threaded=False) == "spin"
     assert progress.resolve_wait_mode(None, local_size=4, threaded=False) == "sleep"
@@ -327,3 +327,45 @@ def test_large_gradient_is_reduced_where_it_lies(monkeypatch):
         F.cross_entropy(ddp(x), y).backward()
     F.cross_entropy(ddp(x), y).backward()
     np.testing.assert_allclose(m.fc1.weight.grad.data, 3 * ref.fc1.weight.grad.data, rtol=1e-12)
+
+
+def test_backward_that_raises_midway_does_not_break_the_next_step():
+    class Boom(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x
+
+        @staticmethod
+        def backward(ctx, g):
+            raise ValueError("bad batch")
+
+    model, ref = fresh(), fresh()
+    ddp = dist.DistributedDataParallel(model)
+    x, y = batch()
+    # fc2's gradients become ready (DDP's pass begins) before Boom.backward raises.
+    with pytest.raises(ValueError, match="bad batch"):
+        F.cross_entropy(model.fc2(Boom.apply(model.fc1(x)).relu()), y).backward()
+    model.zero_grad()
+    F.cross_entropy(ddp(x), y).backward()
+    F.cross_entropy(ref(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("axis", [np.int64(1), (np.int64(0), 1)])
+def test_reductions_accept_numpy_integer_axes(axis):
+    x = dt.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    for op in ("sum", "mean", "max", "min"):
+        x.grad = None
+        getattr(x, op)(axis=axis).sum().backward()
+        assert x.grad.shape == (2, 3)
+
+
+def test_progress_engine_after_close_starts_in_the_caller():
+    # At exit the thread is gone: a submission meant for it must still start and finish.
+    from disttrain.distributed.communicator import SingleProcessCommunicator
+    eng = progress.ProgressEngine(SingleProcessCommunicator(), True, "sleep", None)
+    eng.close()
+    ran = []
+    w = eng.submit("late", lambda: ran.append("started"), lambda: "result", start_in_thread=True)
+    assert w.wait() == "result" and ran == ["started"]

@@ -29,6 +29,15 @@ def in_backward():
     return _callbacks is not None
 
 
+def current_pass():
+    """A token for the backward pass in progress (None outside one).
+
+    Hooks that keep per-pass state compare it to tell a new pass from the
+    current one, even when an earlier pass raised and never finished.
+    """
+    return _callbacks
+
+
 def backward(roots, grads=None, retain_graph=False):
     """Backpropagate from ``roots`` (Tensors) seeded with ``grads`` (arrays or None)."""
     global _callbacks

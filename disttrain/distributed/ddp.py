@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..autograd.engine import queue_callback
+from ..autograd.engine import current_pass, queue_callback
 from ..autograd.tensor import Tensor
 from . import buckets as _buckets
 from .comm_hooks import GradBucket, allreduce_hook
@@ -86,7 +86,7 @@ class DistributedDataParallel:
         self._set_buckets(self._plan(order))
         self._rebuilt = False
         self._require_sync = True
-        self._active = False
+        self._active = None        # token of the backward pass in progress
         self._step = 0
         self._hook_state, self._hook = None, allreduce_hook
         self.timeline = Timeline(timeline, group.rank) if timeline else None
@@ -167,7 +167,7 @@ class DistributedDataParallel:
         """Use ``hook(state, bucket) -> work`` to reduce every bucket (see comm_hooks)."""
         if not callable(hook):
             raise TypeError(f"register_comm_hook: hook must be callable, got {type(hook).__name__}")
-        if self._active:
+        if self._active is not None and self._active is current_pass():
             raise RuntimeError("register_comm_hook cannot be called during a backward pass")
         self._hook_state, self._hook = state, hook
 
@@ -250,7 +250,9 @@ class DistributedDataParallel:
         return hook
 
     def _begin_pass(self):
-        self._active = True
+        # The engine's token for this pass: a pass that raised before its end
+        # (so _finalize never ran) cannot make the next one look like a continuation.
+        self._active = current_pass()
         if self._t_backward is None:
             self._t_backward = time.perf_counter()
         queue_callback(self._finalize)
@@ -268,7 +270,7 @@ class DistributedDataParallel:
             b.work = None
 
     def _on_grad_ready(self, i, param):
-        if not self._active:
+        if self._active is not current_pass():
             self._begin_pass()
         if not self._require_sync:
             return
@@ -338,7 +340,7 @@ class DistributedDataParallel:
 
     def _finalize(self):
         t_compute_end = time.perf_counter()
-        self._active = False
+        self._active = None
         tl = self.timeline
         if not self._require_sync:
             if tl is not None:

@@ -38,6 +38,8 @@ import os
 import threading
 import time
 
+from .threads import cores
+
 WAIT_MODES = ("auto", "spin", "sleep", "adaptive")
 POLL_INTERVAL = 2e-4    # seconds between Test() calls in sleep mode
 _SLICE = 0.05           # how often a waiting rank answers stall queries
@@ -80,13 +82,6 @@ class Work:
         return f"<Work #{self.seq} {self.label} {state}>"
 
 
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:          # not Linux
-        return os.cpu_count() or 1
-
-
 def resolve_wait_mode(mode, local_size, threaded):
     """``auto`` -> ``sleep`` when this machine's ranks outnumber its cores, else
     ``adaptive`` (communication thread) or ``spin`` (hooks progress)."""
@@ -95,7 +90,7 @@ def resolve_wait_mode(mode, local_size, threaded):
         raise ValueError(f"wait mode {mode!r}: expected one of {', '.join(WAIT_MODES)}")
     if mode != "auto":
         return mode
-    if local_size > _cores():
+    if local_size > cores():
         return "sleep"
     # With a communication thread, spinning all the time would put a second
     # busy thread beside each rank's computation.
@@ -289,6 +284,10 @@ class ProgressEngine:
         if self._thread is not None and self._thread.is_alive():
             self._wake.set()
             self._thread.join(timeout=5.0)
+        # No thread from now on: later submissions (e.g. at exit) start in the
+        # caller, and whatever was left queued for the thread starts here, in order.
+        self.threaded = False
+        self._start_queued()
 
     # -- waiting -----------------------------------------------------------------
     def current_seq(self):

@@ -19,10 +19,10 @@ def shape_of(x):
     return x.shape if isinstance(x, np.ndarray) else np.shape(x)
 
 
-def normalize_axis(axis, ndim):
+def normalize_axes(axis, ndim):
     """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         axis = (axis,)
     return tuple(sorted(a % ndim if ndim else 0 for a in axis))

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..autograd.function import Function
-from ._util import normalize_axis
+from ._util import normalize_axes
 
 
 def _expand(g, shape, axes, keepdims):
@@ -32,7 +32,7 @@ class Sum(Function):
     def backward(ctx, g):
         shape = ctx.inputs[0].data.shape
         if ctx.axis is not None:
-            g = _expand(g, shape, normalize_axis(ctx.axis, len(shape)), ctx.keepdims)
+            g = _expand(g, shape, normalize_axes(ctx.axis, len(shape)), ctx.keepdims)
         return _spread(g, shape), None, None
 
 
@@ -46,7 +46,7 @@ class Mean(Function):
     @staticmethod
     def backward(ctx, g):
         shape = ctx.inputs[0].data.shape
-        axes = normalize_axis(ctx.axis, len(shape))
+        axes = normalize_axes(ctx.axis, len(shape))
         n = 1
         for ax in axes:
             n *= shape[ax]
@@ -64,7 +64,7 @@ class _Extremum(Function):
     def _forward(cls, ctx, a, axis, keepdims):
         out = cls.reduce(a, axis=axis, keepdims=True)
         ctx.save_for_backward(a, out)
-        ctx.axes = normalize_axis(axis, a.ndim)
+        ctx.axes = normalize_axes(axis, a.ndim)
         ctx.keepdims = keepdims
         return out if keepdims else np.squeeze(out, axis=ctx.axes) if ctx.axes else out.reshape(out.shape)
 

@@ -140,6 +140,8 @@ def read(path):
                               "delete it to resume from the one before") from None
     try:
         meta = json.loads(str(arrays.pop("meta")[()]))
+        if not isinstance(meta, dict):
+            raise ValueError(f"its metadata is a JSON {type(meta).__name__}, not an object")
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
         optim_state = _unflatten(meta.pop("optimizer"), arrays)
