@@ -61,7 +61,7 @@ class _Extremum(Function):
     reduce = None
 
     @classmethod
-    def _forward(cls, ctx, a, axis, keepdims):
+    def forward(cls, ctx, a, axis, keepdims):      # Function.apply calls cls.forward
         out = cls.reduce(a, axis=axis, keepdims=True)
         ctx.save_for_backward(a, out)
         ctx.axes = normalize_axes(axis, a.ndim)
@@ -80,17 +80,9 @@ class _Extremum(Function):
 class Max(_Extremum):
     reduce = staticmethod(np.max)
 
-    @staticmethod
-    def forward(ctx, a, axis, keepdims):
-        return Max._forward(ctx, a, axis, keepdims)
-
 
 class Min(_Extremum):
     reduce = staticmethod(np.min)
-
-    @staticmethod
-    def forward(ctx, a, axis, keepdims):
-        return Min._forward(ctx, a, axis, keepdims)
 
 
 def sum(a, axis=None, keepdims=False):
