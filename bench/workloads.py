@@ -62,13 +62,18 @@ def dt_step(model, data, wrap=None):
     net = wrap(model) if wrap is not None else model
     opt = dt.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     xs = [(dt.tensor(x), y) for x, y in data]
+    return _step_closure(net, opt, F.cross_entropy, xs)
+
+
+def _step_closure(net, opt, cross_entropy, xs):
+    """The timed step, the same code for both frameworks: zero_grad, forward, loss, backward, update."""
     state = {"i": 0, "loss": None}
 
     def step():
         x, y = xs[state["i"] % POOL]
         state["i"] += 1
         opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
+        loss = cross_entropy(net(x), y)
         loss.backward()
         opt.step()
         state["loss"] = loss
@@ -106,18 +111,7 @@ def torch_step(model, data, torch, wrap=None):
     net = wrap(model) if wrap is not None else model
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     xs = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data]
-    F = torch.nn.functional
-    state = {"i": 0, "loss": None}
-
-    def step():
-        x, y = xs[state["i"] % POOL]
-        state["i"] += 1
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        state["loss"] = loss
-    return step, state, net
+    return _step_closure(net, opt, torch.nn.functional.cross_entropy, xs)
 
 
 def loss_value(loss):
