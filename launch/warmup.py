@@ -29,16 +29,21 @@ def warm():
         import numpy as np
         import disttrain as dt
         from disttrain import nn, optim
+        from disttrain.training import tasks
         rng = np.random.default_rng(0)
         for dtype in (np.float32,):
             mlp = nn.Sequential(nn.Flatten(), nn.Linear(16, 8, dtype=dtype), nn.ReLU(), nn.Linear(8, 3, dtype=dtype))
             cnn = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, dtype=dtype), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                                 nn.Linear(8, 3, dtype=dtype))
             x = dt.tensor(rng.standard_normal((4, 1, 4, 4)).astype(dtype))
-            y = dt.tensor(np.array([0, 1, 2, 0]))
-            for model, name in ((mlp, "sgd"), (cnn, "adam"), (mlp, "adamw")):
+            labels = dt.tensor(np.array([0, 1, 2, 0]))
+            targets = dt.tensor(rng.standard_normal((4, 3)).astype(dtype))
+            # the built-in tasks' losses: classification (cross-entropy) and regression (MSE)
+            for model, name, task, y in ((mlp, "sgd", tasks.Classification(), labels),
+                                         (cnn, "adam", tasks.Classification(), labels),
+                                         (mlp, "adamw", tasks.Regression(), targets)):
                 opt = optim.create(name, model.parameters(), lr=0.01)
-                nn.CrossEntropyLoss()(model(x), y).backward()
+                task.loss(model(x), y).backward()
                 opt.step()
         os.makedirs(os.path.dirname(stamp), exist_ok=True)
         open(stamp, "w").close()

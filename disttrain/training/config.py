@@ -52,41 +52,31 @@ SCHEMA = {
         _key("name", "str", REQUIRED, "A registered model: 'mlp', 'lenet' (or one registered by job.imports)."),
     ],
     "data": [
-        _key("source", "str", "digits", "digits (8x8 handwritten digits, shipped), fashion_mnist, idx, npz or synthetic.",
-             choices=("digits", "fashion_mnist", "idx", "npz", "synthetic")),
-        _key("path", "str", "", "npz: the .npz file; idx: directory with the four MNIST-format files "
-             "(train-images-idx3-ubyte[.gz], ...); fashion_mnist: its directory "
-             "(default /usr/share/datasets/fashion-mnist). Relative paths start at the current directory."),
-        _key("x_key", "str", "x", "npz: name of the input array."),
-        _key("y_key", "str", "y", "npz: name of the label array (integers 0..classes-1)."),
+        # plus the keys of the chosen source (training/data.py: register_data_source)
+        _key("source", "str", "digits", "A registered data source: digits (8x8 handwritten digits, shipped), "
+             "fashion_mnist, idx, npz, synthetic, text (characters; Tiny Shakespeare shipped), or one registered "
+             "by job.imports."),
         _key("val_fraction", "float", 0.2, "Fraction of the training samples held out for validation (sources "
              "without a test split, or use_test_split = false).", low=0.0, high=1.0, high_open=True),
-        _key("use_test_split", "bool", True, "fashion_mnist/idx: validate on the t10k test files instead of a "
-             "held-out part of the training files."),
-        _key("normalize", "str", "standardize", "standardize (subtract the training mean, divide by its std), "
-             "or none (loader's [0, 1] scaling).", choices=("standardize", "none")),
         _key("max_train_samples", "int", 0, "Use only the first N training samples (0: all).", low=0),
         _key("max_val_samples", "int", 0, "Use only the first N validation samples (0: all).", low=0),
-        _key("num_samples", "int", 8192, "synthetic: number of samples.", low=2),
-        _key("num_features", "int", 784, "synthetic: features per sample.", low=1),
-        _key("num_classes", "int", 10, "synthetic: number of classes.", low=2),
-        _key("image_shape", "list[int]", [], "synthetic: [channels, height, width] to generate images "
-             "instead of feature vectors (empty: vectors)."),
+    ],
+    "task": [
+        # plus the keys of the chosen task (training/tasks.py: register_task)
+        _key("name", "str", "auto", "What is learnt, i.e. the loss and the metrics: classification, "
+             "language_model, regression, or one registered by job.imports (auto: the data source's task)."),
     ],
     "optimizer": [
         _key("name", "str", "sgd", "A registered update rule: sgd, adam, adamw, or one registered by job.imports."),
         # plus the rule's hyperparameters (lr, momentum, betas, ...), checked against the rule
     ],
     "schedule": [
+        # plus the keys of the chosen schedule (training/schedules.py: register_schedule)
         _key("name", "str", "constant", "Learning-rate schedule, advanced once per optimizer step: constant, "
-             "step or cosine.", choices=("constant", "step", "cosine")),
+             "step, cosine, or one registered by job.imports."),
         _key("warmup_steps", "int", 0, "Linear warm-up over this many steps before the schedule (0: none).", low=0),
         _key("warmup_start_factor", "float", 0.1, "Warm-up starts at this fraction of the learning rate.",
              low=0.0, high=1.0),
-        _key("step_size", "int", 100, "step: multiply the learning rate by gamma every step_size steps.", low=1),
-        _key("gamma", "float", 0.1, "step: the factor.", low=0.0),
-        _key("t_max", "int", 0, "cosine: steps of one half period (0: all training steps after warm-up).", low=0),
-        _key("min_lr", "float", 0.0, "cosine: the lowest learning rate.", low=0.0),
     ],
     "train": [
         _key("epochs", "int", 10, "Passes over the training set.", low=1),
@@ -98,6 +88,8 @@ SCHEMA = {
         _key("seed", "int", 0, "Seed of initialisation, data split, shuffling and dropout.", low=0),
         _key("eval_interval", "int", 0, "Validate every N optimizer steps (0: at the end of every epoch).", low=0),
         _key("dtype", "str", "float32", "Parameter and data dtype.", choices=("float32", "float64")),
+        _key("grad_clip", "float", 0.0, "Clip the global 2-norm of the (averaged) gradients to this before each "
+             "optimizer step (0: no clipping).", low=0.0),
     ],
     "distributed": [
         _key("bucket_cap_mb", "float", 25.0, "Gradient bucket size in MiB for the overlapped allreduce.",
@@ -123,17 +115,7 @@ SCHEMA = {
     ],
 }
 
-SCHEDULE_KEYS = {"constant": {"warmup_steps", "warmup_start_factor"},
-                 "step": {"warmup_steps", "warmup_start_factor", "step_size", "gamma"},
-                 "cosine": {"warmup_steps", "warmup_start_factor", "t_max", "min_lr"}}
-DATA_KEYS = {
-    "digits": set(),
-    "fashion_mnist": {"path", "use_test_split"},
-    "idx": {"path", "use_test_split"},
-    "npz": {"path", "x_key", "y_key"},
-    "synthetic": {"num_samples", "num_features", "num_classes", "image_shape"},
-}
-DATA_COMMON = {"source", "val_fraction", "normalize", "max_train_samples", "max_val_samples"}
+SCHEMA_DEFAULT = {"data": "digits", "schedule": "constant", "task": "auto"}
 # Keys a resumed run may change: they do not change what is computed.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("distributed", "timeline"),
                      ("distributed", "stall_timeout"), ("distributed", "stall_abort"),
@@ -175,6 +157,7 @@ class Config:
     job: Section
     model: Section
     data: Section
+    task: Section
     optimizer: Section
     schedule: Section
     train: Section
@@ -186,7 +169,7 @@ class Config:
         return {name: getattr(self, name).as_dict() for name in SECTION_ORDER}
 
 
-SECTION_ORDER = ("job", "model", "data", "optimizer", "schedule", "train", "distributed", "checkpoint", "logging")
+SECTION_ORDER = ("job", "model", "data", "task", "optimizer", "schedule", "train", "distributed", "checkpoint", "logging")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +306,7 @@ def validate(raw, where="<config>", origins=None, check_files=True):
     for section in SECTION_ORDER:
         table = dict(raw.get(section, {}))
         schema = {k.name: k for k in SCHEMA[section]}
-        extra = _dynamic_keys(section, table, src, where)
+        extra = _dynamic_keys(section, table, src, where, sections)
         schema.update(extra)
         allowed = _allowed(section, table, schema)
         values = {}
@@ -366,29 +349,58 @@ def _unknown(where, section, key, schema):
     _fail(where, section, key, f"unknown key in [{section}]; known keys: {', '.join(sorted(schema))}.", sug)
 
 
-def _not_applicable(section, key, table):
+def _users(registry_params, key):
+    """Names of the registered entries (sources, schedules, tasks) that take `key`."""
+    return sorted(name for name, params in registry_params.items() if key in {k.name for k in params})
+
+
+def _registry(section):
+    """name -> Keys of the registered data sources / schedules / tasks ([data], [schedule], [task])."""
     if section == "data":
-        source = table.get("source", "digits")
-        users = sorted(s for s, keys in DATA_KEYS.items() if key in keys)
-        return f"does not apply to source {_show(source)} (it is used by {', '.join(users)})."
+        from .data import _SOURCES
+        return {n: s.params for n, s in _SOURCES.items()}
     if section == "schedule":
-        name = table.get("name", "constant")
-        users = sorted(s for s, keys in SCHEDULE_KEYS.items() if key in keys)
-        return f"does not apply to schedule {_show(name)} (it is used by {', '.join(users)})."
+        from .schedules import _SCHEDULES
+        return {n: e[1] for n, e in _SCHEDULES.items()}
+    from .tasks import _TASKS
+    return {n: e[1] for n, e in _TASKS.items()}
+
+
+_CHOOSER = {"data": ("source", "source"), "schedule": ("name", "schedule"), "task": ("name", "task")}
+
+
+def _not_applicable(section, key, table):
+    if section in _CHOOSER:
+        field, what = _CHOOSER[section]
+        name = table.get(field, SCHEMA_DEFAULT[section])
+        return f"does not apply to {what} {_show(name)} (it is used by {', '.join(_users(_registry(section), key))})."
     return "does not apply here."
 
 
 def _allowed(section, table, schema):
-    if section == "data":
-        source = table.get("source", "digits")
-        return DATA_COMMON | DATA_KEYS.get(source, set())
-    if section == "schedule":
-        return {"name"} | SCHEDULE_KEYS.get(table.get("name", "constant"), set())
+    if section in _CHOOSER:
+        field, _ = _CHOOSER[section]
+        common = {k.name for k in SCHEMA[section]}
+        return common | {k.name for k in _registry(section).get(table.get(field, SCHEMA_DEFAULT[section]), ())}
     return set(schema)
 
 
-def _dynamic_keys(section, table, src, where):
-    """Keys of the chosen model / optimizer rule."""
+def _chosen(section, table, src, where, default):
+    """The registered name chosen in [data] source / [schedule] name / [task] name, checked."""
+    field, what = _CHOOSER[section]
+    name = table.get(field, default)
+    known = sorted(_registry(section))
+    if not isinstance(name, str):
+        _fail(src(section, field), section, field, f"must be a string, got {_type_name(name)} {_show(name)}.")
+    if name not in known:
+        _fail(src(section, field), section, field,
+              f"must be one of {', '.join(map(_show, known))}, got {_show(name)} ({what}s defined in your own "
+              "module are registered when [job] imports names it).", _suggest(name, known))
+    return name
+
+
+def _dynamic_keys(section, table, src, where, sections):
+    """Keys of the chosen model / optimizer rule / data source / schedule / task."""
     if section == "model":
         from .models import model_params, registered_models
         name = table.get("name")
@@ -404,6 +416,17 @@ def _dynamic_keys(section, table, src, where):
         return {k.name: k for k in params}
     if section == "optimizer":
         return _optimizer_keys(table, src, where)
+    if section in _CHOOSER:
+        if section == "task" and table.get("name", "auto") == "auto":
+            # the data source's own task; the resolved config names it
+            from .data import get_source
+            table["name"] = get_source(sections["data"]["source"]).task
+        _chosen(section, table, src, where, SCHEMA_DEFAULT[section])
+        keys = {}
+        for params in _registry(section).values():     # all of them: another entry's key "does not apply"
+            for k in params:
+                keys.setdefault(k.name, k)
+        return keys
     return {}
 
 
@@ -458,32 +481,13 @@ def import_job_modules(modules, where="<config>"):
 
 
 def _cross_checks(sections, src, where, check_files):
+    from .data import get_source
     d = sections["data"]
-    if d["source"] in ("npz", "idx") and not d["path"]:
-        _fail(where, "data", "path", f"is required for source {_show(d['source'])}.")
-    if check_files:
-        path = d["path"]
-        if d["source"] == "npz" and not os.path.isfile(path):
-            _fail(src("data", "path"), "data", "path", f"no such file: {path}.")
-        if d["source"] in ("idx", "fashion_mnist"):
-            from ..data import FASHION_MNIST_ROOT
-            root = path or FASHION_MNIST_ROOT
-            if not os.path.isdir(root):
-                hint = (" Fashion-MNIST comes from the Debian package dataset-fashion-mnist "
-                        "(`sudo apt-get install dataset-fashion-mnist`), which installs it there."
-                        if d["source"] == "fashion_mnist" else "")
-                _fail(src("data", "path"), "data", "path", f"no such directory: {root}.{hint}")
-            names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
-            if d["use_test_split"]:
-                names += ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-            for n in names:
-                if not any(os.path.isfile(os.path.join(root, n + ext)) for ext in ("", ".gz")):
-                    _fail(src("data", "path"), "data", "path", f"{root} has no {n} (or {n}.gz).")
-    if d["image_shape"] and len(d["image_shape"]) != 3:
-        _fail(src("data", "image_shape"), "data", "image_shape",
-              f"must be [channels, height, width], got {d['image_shape']}.")
-    if any(s <= 0 for s in d["image_shape"]):
-        _fail(src("data", "image_shape"), "data", "image_shape", "sizes must be > 0.")
+    check = get_source(d["source"]).check
+    problem = check(d, check_files) if check else None
+    if problem:
+        key, text = problem
+        _fail(src("data", key), "data", key, text)
     from .. import optim
     o = sections["optimizer"]
     rule = optim.get_rule(o["name"])

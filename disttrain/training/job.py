@@ -71,10 +71,12 @@ def preflight(cfg, run_dir, resume, world_size):
     from .config import import_job_modules
     from .data import load_job_data
     from .models import build_model
+    from .tasks import build_task
     from .trainer import build_optimizer
     try:
         import_job_modules(cfg.job.imports, cfg.source)
-        data = load_job_data(cfg.data, cfg.train.seed, np.dtype(cfg.train.dtype))
+        task = build_task(cfg.task)
+        data = load_job_data(cfg.data, cfg.train.seed, np.dtype(cfg.train.dtype), integer_labels=task.integer_labels)
         per_rank = -(-len(data.x_train) // world_size)          # DistributedSampler pads to this
         if -(-per_rank // cfg.train.batch_size) < cfg.train.grad_accum_steps:
             raise ConfigError(f"{cfg.source}: [train] batch_size {cfg.train.batch_size} x grad_accum_steps "
@@ -89,8 +91,7 @@ def preflight(cfg, run_dir, resume, world_size):
             ckpt.check_compatible(path, meta, model, world_size)
         opt = build_optimizer(cfg, model.parameters())
         n = min(len(data.x_train), cfg.train.batch_size, 8)
-        loss = dt.nn.CrossEntropyLoss()(model(dt.tensor(data.x_train[:n])), dt.tensor(data.y_train[:n]))
-        loss.backward()
+        task.loss(model(dt.tensor(data.x_train[:n])), dt.tensor(data.y_train[:n])).backward()
         opt.step()
         if len(data.x_val):
             with dt.no_grad():

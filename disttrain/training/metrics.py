@@ -9,7 +9,8 @@ this process's run) are measurements.
 import json
 import os
 
-REPRODUCIBLE = ("kind", "step", "epoch", "loss", "accuracy", "lr", "val_loss", "val_accuracy")
+REPRODUCIBLE = ("kind", "step", "epoch", "loss", "accuracy", "perplexity", "mse", "lr", "val_loss", "val_accuracy",
+                "val_perplexity", "val_mse")
 
 
 class MetricsWriter:

@@ -1,5 +1,13 @@
 """The training loop of a config job, the same code on every rank.
 
+`Trainer` sets the job up (data, model, DDP, optimizer, schedule, task) and runs the loop; what
+happens around an optimizer step is done by **extensions** (`training/extensions.py`) called at
+events: ``initialize`` (before the first step), ``after_backward`` (gradients final and averaged,
+before the optimizer step: non-finite check, clipping), ``after_step`` (after the step count
+advanced: schedule, log, progress, evaluate, checkpoint) and ``finalize`` (always, at the end).
+The loss and metrics come from the task (`training/tasks.py`), the data from a registered source
+(`training/data.py`), the schedule from `training/schedules.py`; none of them is named here.
+
 Determinism (what makes resume bitwise): data order comes from the sampler's (seed, epoch);
 dropout draws from disttrain's generator reseeded from (seed, rank, step) before every step,
 so no generator state has to travel between ranks; the position in an epoch follows from the
@@ -12,17 +20,19 @@ doing so.
 import contextlib
 import json
 import os
-import signal
 import time
 
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import extensions as ext
 from .config import import_job_modules
 from .data import load_job_data
 from .metrics import MetricsWriter, truncate_after
 from .models import build_model
 from .progress import Progress, resolve_mode
+from .schedules import build_schedule   # noqa: F401  (re-exported: build_schedule(cfg, optimizer, total))
+from .tasks import build_task
 
 
 def _seed_for(seed, rank, step):
@@ -36,59 +46,10 @@ def build_optimizer(cfg, params):
     return optim.create(cfg.optimizer.name, params, **hp)
 
 
-def build_schedule(cfg, optimizer, total_steps):
-    from .. import optim
-    s = cfg.schedule
-    after = max(1, total_steps - s.warmup_steps)
-    main = None
-    if s.name == "step":
-        main = optim.StepLR(optimizer, s.step_size, s.gamma)
-    elif s.name == "cosine":
-        main = optim.CosineAnnealingLR(optimizer, s.t_max or after, s.min_lr)
-    if s.warmup_steps:
-        return optim.LinearWarmup(optimizer, s.warmup_steps, s.warmup_start_factor, then=main)
-    return main
-
-
-class _Interval:
-    """This rank's running sums of one logging interval. Each rank sums its own batches and the
-    ranks' sums are added at the log step, so a checkpoint inside an interval must keep every
-    rank's partial sums (as exact floats) for the resumed run to log the same numbers."""
-
-    def __init__(self, state=None):
-        loss_sum, batches, correct, samples = state if state is not None else (0.0, 0, 0, 0)
-        self.loss_sum, self.batches, self.correct, self.samples = \
-            float(loss_sum), int(batches), int(correct), int(samples)
-
-    def state(self):
-        return [self.loss_sum, self.batches, self.correct, self.samples]
-
-    def gather(self):
-        """Every rank's sums, one row per rank (a collective: call it on every rank)."""
-        from .. import distributed as dist
-        return dist.all_gather(np.array(self.state(), dtype=np.float64)).tolist()
-
-
-def train(cfg, run_dir, resume=False):
-    """Run the job described by `cfg` on this rank; returns the summary dict (rank 0) or None."""
-    import disttrain as dt
+def build_ddp(cfg, model, run_dir):
+    """The DDP wrapper of the [distributed] section (and the timeline path pattern, or None)."""
     from .. import distributed as dist
-    from ..data import ArrayDataset, DataLoader
-    from ..data.sampler import DistributedSampler
     from ..distributed import comm_hooks
-    from .. import nn
-
-    t_start = time.perf_counter()
-    dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    is_main = rank == 0
-    import_job_modules(cfg.job.imports, cfg.source)
-    seed = cfg.train.seed
-    dtype = np.dtype(cfg.train.dtype)
-
-    data = load_job_data(cfg.data, seed, dtype)
-    dt.manual_seed(seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, dtype)
     timeline = os.path.join(run_dir, "timeline", "rank{rank}.json") if cfg.distributed.timeline else None
     if timeline:     # each rank writes its own file (and may be on another host)
         os.makedirs(os.path.dirname(timeline), exist_ok=True)
@@ -98,186 +59,235 @@ def train(cfg, run_dir, resume=False):
     if cfg.distributed.comm_hook != "none":
         ddp.register_comm_hook(None, {"fp16": comm_hooks.fp16_compress_hook,
                                       "bf16": comm_hooks.bf16_compress_hook}[cfg.distributed.comm_hook])
-    optimizer = ddp.trace_optimizer(build_optimizer(cfg, model.parameters()))
+    return ddp, timeline
 
-    t = cfg.train
-    sampler = DistributedSampler(len(data.x_train), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    loader = DataLoader(ArrayDataset(data.x_train, data.y_train), batch_size=t.batch_size, sampler=sampler)
-    spe = len(loader) // t.grad_accum_steps
-    if spe == 0:
-        raise SystemExit(f"{cfg.source}: [train] batch_size {t.batch_size} x grad_accum_steps {t.grad_accum_steps}"
-                         f" leaves no full optimizer step in one epoch of this rank's {len(sampler)} samples; "
-                         "lower them.")
-    total = t.epochs * spe if not t.max_steps else min(t.max_steps, t.epochs * spe)
-    schedule = build_schedule(cfg, optimizer, total)
-    loss_fn = nn.CrossEntropyLoss()
 
-    step, interval, best, last_eval, wall_before = 0, _Interval(), None, None, 0.0
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    if resume:
-        step, interval, best, last_eval, wall_before = _resume(ckpt_dir, model, optimizer, schedule, world)
-        if is_main:
-            truncate_after(metrics_path, step)
-    metrics = MetricsWriter(metrics_path, enabled=is_main)
-    progress = Progress(resolve_mode(cfg.logging.progress, rank), total, spe, t.epochs)
-    if is_main:
-        progress.log(f"{cfg.job.name}: {world} rank(s), {data.description}; {total} steps of "
-                     f"{t.batch_size * world * t.grad_accum_steps} samples" +
-                     (f"; resumed at step {step}" if resume else ""))
-    _maybe_fault_setup()
+class Interval:
+    """This rank's running sums of one logging interval: loss sum, batch count and the task's
+    stats. Each rank sums its own batches and the ranks' sums are added at the log step, so a
+    checkpoint inside an interval must keep every rank's partial sums (as exact numbers) for the
+    resumed run to log the same numbers."""
 
-    def evaluate():
-        model.eval()
-        xs, ys = data.x_val[rank::world], data.y_val[rank::world]
-        sums = np.zeros(3)
+    def __init__(self, state=None, n_stats=2):
+        state = list(state) if state is not None else [0.0, 0] + [0] * n_stats
+        self.loss_sum, self.batches = float(state[0]), int(state[1])
+        self.stats = [int(v) if float(v).is_integer() else float(v) for v in state[2:]]
+
+    def add(self, loss, stats):
+        self.loss_sum += loss
+        self.batches += 1
+        self.stats = [a + b for a, b in zip(self.stats, stats)]
+
+    def state(self):
+        return [self.loss_sum, self.batches] + list(self.stats)
+
+    def gather(self):
+        """Every rank's sums, one row per rank (a collective: call it on every rank)."""
+        from .. import distributed as dist
+        return dist.all_gather(np.array(self.state(), dtype=np.float64)).tolist()
+
+
+class Trainer:
+    """One rank's job: ``Trainer(cfg, run_dir, resume).run()`` returns the summary (rank 0) or None.
+
+    Attributes extensions use: cfg, rank, world, is_main, model, ddp, optimizer, schedule, task,
+    data, step, total, spe (optimizer steps per epoch), interval, metrics, progress, t_start,
+    best, last_eval, last_train (the newest train record), lr (the rate the last step used).
+    """
+
+    def __init__(self, cfg, run_dir, resume=False, extensions=None):
+        import disttrain as dt
+        from .. import distributed as dist
+        self.t_start = time.perf_counter()
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.is_main = self.rank == 0
+        import_job_modules(cfg.job.imports, cfg.source)
+        self.seed = cfg.train.seed
+        dtype = np.dtype(cfg.train.dtype)
+        self.task = build_task(cfg.task)
+        self.data = load_job_data(cfg.data, self.seed, dtype, integer_labels=self.task.integer_labels)
+        dt.manual_seed(self.seed)
+        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes, dtype)
+        self.ddp, self.timeline = build_ddp(cfg, self.model, run_dir)
+        self.optimizer = self.ddp.trace_optimizer(build_optimizer(cfg, self.model.parameters()))
+        self._build_loader()
+        self.schedule = build_schedule(cfg, self.optimizer, self.total)
+        self.step, self.best, self.last_eval, self.wall_before = 0, None, None, 0.0
+        self.interval = self.new_interval()
+        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        if resume:
+            self._resume()
+            if self.is_main:
+                truncate_after(self.metrics_path, self.step)
+        self.metrics = MetricsWriter(self.metrics_path, enabled=self.is_main)
+        t = cfg.train
+        self.progress = Progress(resolve_mode(cfg.logging.progress, self.rank), self.total, self.spe, t.epochs)
+        self.last_train, self.lr, self.finished = None, None, False
+        self.extensions = list(ext.default_extensions(self) if extensions is None else extensions)
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _build_loader(self):
+        from ..data import ArrayDataset, DataLoader
+        from ..data.sampler import DistributedSampler
+        t, cfg = self.cfg.train, self.cfg
+        self.sampler = DistributedSampler(len(self.data.x_train), num_replicas=self.world, rank=self.rank,
+                                          shuffle=True, seed=self.seed)
+        self.loader = DataLoader(ArrayDataset(self.data.x_train, self.data.y_train), batch_size=t.batch_size,
+                                 sampler=self.sampler)
+        self.spe = len(self.loader) // t.grad_accum_steps
+        if self.spe == 0:
+            raise SystemExit(f"{cfg.source}: [train] batch_size {t.batch_size} x grad_accum_steps "
+                             f"{t.grad_accum_steps} leaves no full optimizer step in one epoch of this rank's "
+                             f"{len(self.sampler)} samples; lower them.")
+        self.total = t.epochs * self.spe if not t.max_steps else min(t.max_steps, t.epochs * self.spe)
+
+    def new_interval(self, state=None):
+        return Interval(state, n_stats=self.task.n_stats)
+
+    def extend(self, extension):
+        """Add an extension (called after the default ones at every event)."""
+        self.extensions.append(extension)
+        return extension
+
+    def _call(self, event):
+        for e in self.extensions:
+            getattr(e, event)(self)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self):
+        import disttrain as dt
+        cfg, t = self.cfg, self.cfg.train
+        if self.is_main:
+            self.progress.log(f"{cfg.job.name}: {self.world} rank(s), {self.data.description}; {self.total} steps "
+                              f"of {t.batch_size * self.world * t.grad_accum_steps} samples" +
+                              (f"; resumed at step {self.step}" if self.resume else ""))
+        self._call("initialize")
+        self.model.train()
+        epoch = self.step // self.spe
+        try:
+            while self.step < self.total:
+                self.loader.set_epoch(epoch)
+                batches = iter(self.loader)
+                for _ in range((self.step % self.spe) * t.grad_accum_steps):   # resume: skip what was consumed
+                    next(batches)
+                while self.step < self.total and self.step // self.spe == epoch:
+                    dt.manual_seed(_seed_for(self.seed, self.rank, self.step))
+                    self.lr = self.optimizer.param_groups[0]["lr"]
+                    self.forward_backward(batches)
+                    self._call("after_backward")
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                    self.step += 1
+                    self._call("after_step")
+                epoch += 1
+            self.finished = True
+        finally:
+            self._call("finalize")
+        return self.summary()
+
+    def forward_backward(self, batches):
+        """One optimizer step's micro-batches: forward, task loss, backward (synced on the last)."""
+        t = self.cfg.train
+        for micro in range(t.grad_accum_steps):
+            xb, yb = next(batches)
+            last = micro == t.grad_accum_steps - 1
+            with (contextlib.nullcontext() if last else self.ddp.no_sync()):
+                out = self.ddp(xb)
+                loss = self.task.loss(out, yb)
+                (loss * (1.0 / t.grad_accum_steps) if t.grad_accum_steps > 1 else loss).backward()
+            self.interval.add(float(loss.item()), self.task.stats(out, yb))
+
+    def evaluate(self):
+        """The task's validation metrics over every rank's share of the validation set (a collective)."""
+        import disttrain as dt
+        from .. import distributed as dist
+        xs, ys = self.data.x_val[self.rank::self.world], self.data.y_val[self.rank::self.world]
+        sums = np.zeros(2 + self.task.n_stats)
+        self.model.eval()
         with dt.no_grad():
             for i in range(0, len(xs), 1024):
                 xb, yb = dt.tensor(xs[i:i + 1024]), dt.tensor(ys[i:i + 1024])
-                logits = model(xb)
-                sums[0] += float(loss_fn(logits, yb).item()) * len(yb)
-                sums[1] += int((logits.data.argmax(axis=1) == yb.data).sum())
-                sums[2] += len(yb)
-        model.train()
+                out = self.model(xb)
+                w = self.task.weight(yb)
+                sums[0] += float(self.task.loss(out, yb).item()) * w
+                sums[1] += w
+                sums[2:] += self.task.stats(out, yb)
+        self.model.train()
         dist.all_reduce(sums, op="sum")
-        return (sums[0] / sums[2], sums[1] / sums[2]) if sums[2] else (float("nan"), float("nan"))
+        if not sums[1]:
+            return {k: float("nan") for k in self.task.metrics(0.0, [0] * self.task.n_stats)}
+        return self.task.metrics(sums[0] / sums[1], list(sums[2:]))
 
-    samples_per_step = t.batch_size * t.grad_accum_steps
-    t_interval, sync_s, steps_in_interval = time.perf_counter(), 0.0, 0
-    model.train()
-    epoch = step // spe
-    try:
-        while step < total:
-            loader.set_epoch(epoch)
-            batches = iter(loader)
-            for _ in range((step % spe) * t.grad_accum_steps):    # resume: skip what was consumed
-                next(batches)
-            while step < total and step // spe == epoch:
-                dt.manual_seed(_seed_for(seed, rank, step))
-                lr = optimizer.param_groups[0]["lr"]
-                for micro in range(t.grad_accum_steps):
-                    xb, yb = next(batches)
-                    last = micro == t.grad_accum_steps - 1
-                    with (contextlib.nullcontext() if last else ddp.no_sync()):
-                        logits = ddp(xb)
-                        loss = loss_fn(logits, yb)
-                        (loss * (1.0 / t.grad_accum_steps) if t.grad_accum_steps > 1 else loss).backward()
-                    interval.loss_sum += float(loss.item())
-                    interval.batches += 1
-                    interval.correct += int((logits.data.argmax(axis=1) == yb.data).sum())
-                    interval.samples += len(yb.data)
-                if ddp.last_sync_stats:
-                    sync_s += ddp.last_sync_stats.get("wait_s", 0.0)
-                optimizer.step()
-                optimizer.zero_grad()
-                if schedule is not None:
-                    schedule.step()
-                step += 1
-                steps_in_interval += 1
-                end_of_epoch = step % spe == 0
-                final = step == total
-                if step % cfg.logging.log_interval == 0 or final:
-                    sums = np.array(interval.state(), dtype=np.float64)
-                    dist.all_reduce(sums, op="sum")
-                    now = time.perf_counter()
-                    rate = steps_in_interval * samples_per_step * world / max(now - t_interval, 1e-9)
-                    rec = {"kind": "train", "step": step, "epoch": (step - 1) // spe + 1,
-                           "loss": sums[0] / sums[1], "accuracy": sums[2] / sums[3], "lr": lr,
-                           "samples_per_s": rate, "sync_s": sync_s, "time": now - t_start}
-                    metrics.write(rec)
-                    progress.update(step, rec["loss"], rate)
-                    if progress.mode == "plain":
-                        progress.log(f"step {step}/{total} epoch {rec['epoch']}/{t.epochs} loss {rec['loss']:.4f} "
-                                     f"acc {100 * rec['accuracy']:.2f}% lr {lr:.4g} {rate:,.0f} samples/s")
-                    interval = _Interval()
-                    t_interval, sync_s, steps_in_interval = now, 0.0, 0
-                else:
-                    progress.update(step)
-                if len(data.x_val) and ((cfg.train.eval_interval and step % cfg.train.eval_interval == 0) or
-                                        (not cfg.train.eval_interval and end_of_epoch) or final):
-                    vloss, vacc = evaluate()
-                    last_eval = {"step": step, "val_loss": vloss, "val_accuracy": vacc}
-                    best = vacc if best is None or vacc > best else best
-                    metrics.write({"kind": "eval", "step": step, "epoch": (step - 1) // spe + 1, "val_loss": vloss,
-                                   "val_accuracy": vacc, "time": time.perf_counter() - t_start})
-                    progress.log(f"eval step {step}: val_loss {vloss:.4f} val_accuracy {100 * vacc:.2f}%")
-                c = cfg.checkpoint
-                if c.enabled and ((c.interval and step % c.interval == 0) or (not c.interval and end_of_epoch)
-                                  or final):
-                    per_rank_interval = interval.gather()      # on every rank, outside the rank-0 branch
-                    if is_main:
-                        ckpt.save(ckpt_dir, step, model, optimizer, {
-                            "model_name": cfg.model.name, "world_size": world, "epoch": step // spe,
-                            "position_in_epoch": (step % spe) * t.grad_accum_steps,
-                            "schedule": schedule.state_dict() if schedule is not None else None,
-                            "interval": per_rank_interval, "best_val_accuracy": best, "last_eval": last_eval,
-                            "seed": seed, "wall_time_s": wall_before + time.perf_counter() - t_start},
-                        keep_last=c.keep_last)
-                _maybe_fault(rank, step)
-            epoch += 1
-    finally:
-        progress.close()
-        metrics.close()
-    if timeline:
-        ddp.save_timeline()
-    if not is_main:
-        return None
-    wall = wall_before + time.perf_counter() - t_start    # over all segments of a resumed run
-    summary = {"name": cfg.job.name, "world_size": world, "steps": step, "epochs": step / spe,
-               "final_val_loss": last_eval and last_eval["val_loss"],
-               "final_val_accuracy": last_eval and last_eval["val_accuracy"], "best_val_accuracy": best,
-               "wall_time_s": wall, "checkpoint": ckpt.latest(ckpt_dir) if cfg.checkpoint.enabled else None}
-    with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    if summary["final_val_accuracy"] is not None:
-        progress_line = (f"done: val_accuracy {100 * summary['final_val_accuracy']:.2f}% after {step} steps in "
-                         f"{wall:.1f} s; run dir {run_dir}")
-    else:
-        progress_line = f"done: {step} steps in {wall:.1f} s; run dir {run_dir}"
-    if cfg.logging.progress != "none":
-        print(progress_line, flush=True)
-    return summary
+    # -- resume / end --------------------------------------------------------------------------
+    def _resume(self):
+        from .. import distributed as dist
+        # Every rank must read the same file: rank 0 chooses, the others follow.
+        found = np.array([-1], dtype=np.int64)
+        if self.is_main:
+            path = ckpt.latest(self.ckpt_dir)
+            if path is not None:
+                found[0] = ckpt.list_checkpoints(self.ckpt_dir)[-1][0]
+        dist.broadcast(found, src=0)
+        if found[0] < 0:
+            raise ckpt.CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
+        path = ckpt.path_for(self.ckpt_dir, int(found[0]))
+        arrays, optim_state, meta = ckpt.read(path)
+        ckpt.check_compatible(path, meta, self.model, self.world)
+        self.model.load_state_dict(arrays)
+        self.optimizer.load_state_dict(optim_state)
+        if self.schedule is not None and meta.get("schedule") is not None:
+            self.schedule.load_state_dict(meta["schedule"])
+        # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
+        saved = meta["interval"]
+        if saved and not isinstance(saved[0], list):      # older checkpoints held rank 0's sums only
+            saved = [saved] + [None] * (self.world - 1)
+        self.step = int(meta["step"])
+        self.interval = self.new_interval(saved[self.rank])
+        self.best = meta.get(f"best_val_{self.task.primary}")
+        self.last_eval = meta.get("last_eval")
+        self.wall_before = float(meta.get("wall_time_s", 0.0))
+
+    def checkpoint_meta(self, per_rank_interval):
+        """What a checkpoint holds besides the model and optimizer (see `extensions.Checkpointer`)."""
+        return {"model_name": self.cfg.model.name, "world_size": self.world, "epoch": self.step // self.spe,
+                "position_in_epoch": (self.step % self.spe) * self.cfg.train.grad_accum_steps,
+                "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+                "interval": per_rank_interval, f"best_val_{self.task.primary}": self.best,
+                "last_eval": self.last_eval, "seed": self.seed,
+                "wall_time_s": self.wall_before + time.perf_counter() - self.t_start}
+
+    def summary(self):
+        """Rank 0 writes summary.json and prints the last line; returns the summary (None elsewhere)."""
+        if not self.is_main:
+            return None
+        wall = self.wall_before + time.perf_counter() - self.t_start    # over all segments of a resumed run
+        last = self.last_eval or {}
+        summary = {"name": self.cfg.job.name, "world_size": self.world, "steps": self.step,
+                   "epochs": self.step / self.spe, "final_val_loss": last.get("val_loss")}
+        for name in self.task.metric_names():
+            if name != "loss":
+                summary[f"final_val_{name}"] = last.get(f"val_{name}")
+        summary[f"best_val_{self.task.primary}"] = self.best
+        summary.update({"wall_time_s": wall,
+                        "checkpoint": ckpt.latest(self.ckpt_dir) if self.cfg.checkpoint.enabled else None})
+        with open(os.path.join(self.run_dir, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+        primary = summary.get(f"final_val_{self.task.primary}")
+        if primary is not None:
+            shown = f"{100 * primary:.2f}%" if self.task.primary == "accuracy" else f"{primary:.4f}"
+            line = (f"done: val_{self.task.primary} {shown} after {self.step} steps in {wall:.1f} s; "
+                    f"run dir {self.run_dir}")
+        else:
+            line = f"done: {self.step} steps in {wall:.1f} s; run dir {self.run_dir}"
+        if self.cfg.logging.progress != "none":
+            print(line, flush=True)
+        return summary
 
 
-def _resume(ckpt_dir, model, optimizer, schedule, world):
-    from .. import distributed as dist
-    # Every rank must read the same file: rank 0 chooses, the others follow.
-    found = np.array([-1], dtype=np.int64)
-    if dist.get_rank() == 0:
-        path = ckpt.latest(ckpt_dir)
-        if path is not None:
-            found[0] = ckpt.list_checkpoints(ckpt_dir)[-1][0]
-    dist.broadcast(found, src=0)
-    if found[0] < 0:
-        raise ckpt.CheckpointError(f"--resume: no checkpoint in {ckpt_dir}")
-    path = ckpt.path_for(ckpt_dir, int(found[0]))
-    arrays, optim_state, meta = ckpt.read(path)
-    ckpt.check_compatible(path, meta, model, world)
-    model.load_state_dict(arrays)
-    optimizer.load_state_dict(optim_state)
-    if schedule is not None and meta.get("schedule") is not None:
-        schedule.load_state_dict(meta["schedule"])
-    # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
-    saved = meta["interval"]
-    if saved and not isinstance(saved[0], list):      # older checkpoints held rank 0's sums only
-        saved = [saved] + [None] * (world - 1)
-    return (int(meta["step"]), _Interval(saved[dist.get_rank()]), meta.get("best_val_accuracy"),
-            meta.get("last_eval"), float(meta.get("wall_time_s", 0.0)))
-
-
-_FAULT = {}
-
-
-def _maybe_fault_setup():
-    # Fault injection for the resume test: DTRUN_TEST_KILL_AT_STEP="RANK:STEP" makes that rank
-    # SIGKILL itself right after finishing STEP (and its checkpoint, if one was due).
-    spec = os.environ.get("DTRUN_TEST_KILL_AT_STEP", "")
-    if ":" in spec:
-        r, s = spec.split(":", 1)
-        _FAULT["rank"], _FAULT["step"] = int(r), int(s)
-
-
-def _maybe_fault(rank, step):
-    if _FAULT and _FAULT["rank"] == rank and _FAULT["step"] == step:
-        os.kill(os.getpid(), signal.SIGKILL)
+def train(cfg, run_dir, resume=False):
+    """Run the job described by `cfg` on this rank; returns the summary dict (rank 0) or None."""
+    return Trainer(cfg, run_dir, resume).run()

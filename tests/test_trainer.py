@@ -1,0 +1,147 @@
+"""The Trainer's doors: a task, a data source and a schedule registered from [job] imports, an
+extension added to a Trainer, and the regression task on float targets."""
+import json
+import os
+
+import numpy as np
+
+from disttrain.training.config import ConfigError, load_config
+from disttrain.training.metrics import read_metrics
+from dtrun_helpers import dtrun, write
+
+PLUGIN = '''
+import numpy as np
+from disttrain.training.config import Key
+from disttrain.training.data import JobData, register_data_source
+from disttrain.training.schedules import register_schedule
+from disttrain.training.tasks import Task, register_task
+
+
+@register_data_source("parity", params=[Key("bits", "int", 6, "parity: input bits", low=1)], task="parity_task")
+def parity(d, seed, dtype, integer_labels=True):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, size=(256, d.bits))
+    y = x.sum(axis=1) % 2
+    return JobData(x[:200].astype(dtype), y[:200], x[200:].astype(dtype), y[200:], (d.bits,), 2, "parity bits")
+
+
+@register_schedule("halve", params=[Key("every", "int", 5, "halve: steps between halvings", low=1)])
+def halve(s, optimizer, steps):
+    from disttrain.optim import StepLR
+    return StepLR(optimizer, s.every, 0.5)
+
+
+@register_task("parity_task", params=[Key("scale", "float", 1.0, "loss scale")])
+class ParityTask(Task):
+    n_stats = 1
+
+    def loss(self, output, target):
+        import disttrain.nn.functional as F
+        return F.cross_entropy(output, target) * self.cfg.scale
+
+    def stats(self, output, target):
+        return (len(target.data),)
+
+    def metrics(self, loss, stats):
+        return {"loss": loss, "seen": stats[0]}
+'''
+
+JOB = """
+[job]
+name = "plug"
+imports = ["plugin_parity"]
+[model]
+name = "mlp"
+hidden = [8]
+[data]
+source = "parity"
+bits = 4
+[task]
+scale = 2.0
+[optimizer]
+name = "sgd"
+lr = 0.4
+[schedule]
+name = "halve"
+every = 3
+[train]
+epochs = 1
+batch_size = 25
+[logging]
+log_interval = 2
+"""
+
+
+def test_registered_source_task_and_schedule_run_from_imports(tmp_path, monkeypatch):
+    write(tmp_path / "plugin_parity.py", PLUGIN)
+    cfg = write(tmp_path / "job.toml", JOB)
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "run", cwd=tmp_path, timeout=120)
+    assert rc == 0, err + out
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    train = [r for r in rows if r["kind"] == "train"]
+    # 200 samples / 2 ranks / 25 per batch = 4 steps; "seen" sums both ranks' samples of 2 steps
+    assert [r["step"] for r in train] == [2, 4] and all(r["seen"] == 100 for r in train)
+    assert [r["lr"] for r in train] == [0.4, 0.2]          # halved after step 3
+    ev = [r for r in rows if r["kind"] == "eval"][-1]
+    assert ev["val_seen"] == 56 and "val_loss" in ev
+    monkeypatch.chdir(tmp_path)          # [job] imports are found from the current directory
+    resolved = load_config(tmp_path / "run" / "config.toml")
+    assert resolved.task.name == "parity_task" and resolved.task.scale == 2.0   # "auto" took the source's task
+
+
+def test_unknown_registered_names_are_config_errors(tmp_path):
+    base = "[model]\nname = 'mlp'\n"
+    for text, needle in (("[data]\nsource = 'parityy'\n", "[data] source"),
+                         ("[schedule]\nname = 'cosin'\n", "Did you mean 'cosine'"),
+                         ("[task]\nname = 'regresion'\n", "Did you mean 'regression'"),
+                         ("[task]\nname = 'regression'\nlabel_smoothing = 0.1\n",
+                          'does not apply to task "regression"')):
+        try:
+            load_config(write(tmp_path / "c.toml", base + text))
+        except ConfigError as exc:
+            assert needle in str(exc), str(exc)
+        else:
+            raise AssertionError(f"accepted {text!r}")
+
+
+def test_regression_task_on_float_targets_and_an_added_extension(tmp_path):
+    from disttrain.training.extensions import Extension
+    from disttrain.training.trainer import Trainer
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 3)).astype(np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)
+    np.savez(tmp_path / "lin.npz", x=x, y=y)
+    cfg_path = write(tmp_path / "j.toml", f"""
+[model]
+name = "mlp"
+hidden = []
+[data]
+source = "npz"
+path = "{tmp_path / 'lin.npz'}"
+normalize = "none"
+[task]
+name = "regression"
+[optimizer]
+name = "sgd"
+lr = 0.1
+[train]
+epochs = 30
+batch_size = 16
+[logging]
+progress = "none"
+""")
+    cfg = load_config(cfg_path)
+    seen = []
+
+    class Record(Extension):
+        def after_step(self, trainer):
+            seen.append(trainer.step)
+
+    run = tmp_path / "run"
+    os.makedirs(run)
+    trainer = Trainer(cfg, str(run), extensions=None)
+    trainer.extend(Record())
+    summary = trainer.run()
+    assert seen == list(range(1, trainer.total + 1))
+    assert summary["final_val_mse"] < 1e-3 and summary["best_val_loss"] == summary["final_val_loss"]
+    assert json.loads((run / "summary.json").read_text())["final_val_mse"] == summary["final_val_mse"]
