@@ -10,6 +10,7 @@ from .conv import Conv2d, MaxPool2d, AvgPool2d
 from .activation import ReLU, GELU, Tanh, Sigmoid, Softmax, LogSoftmax
 from .dropout import Dropout
 from .normalization import LayerNorm
+from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from .sparse import Embedding
 from .container import Sequential, ModuleList
 from .loss import CrossEntropyLoss, MSELoss
@@ -18,6 +19,6 @@ from . import functional, init, utils
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "Identity", "Flatten",
     "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
-    "Dropout", "LayerNorm", "Embedding", "Sequential", "ModuleList", "CrossEntropyLoss", "MSELoss",
+    "Dropout", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "Embedding", "Sequential", "ModuleList", "CrossEntropyLoss", "MSELoss",
     "functional", "init", "utils",
 ]

@@ -10,7 +10,8 @@ from .. import ops as _ops
 from ..autograd.tensor import Tensor
 
 __all__ = [
-    "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy", "mse_loss",
+    "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy", "mse_loss", "batch_norm",
+    "scaled_dot_product_attention",
     "linear", "conv2d", "max_pool2d", "avg_pool2d", "dropout", "layer_norm", "embedding",
     "concatenate", "cat", "stack", "where",
 ]
@@ -55,12 +56,14 @@ def log_softmax(input, axis=None, dim=None):
 
 
 # -- losses --------------------------------------------------------------
-def cross_entropy(input, target, reduction="mean"):
-    """Softmax cross-entropy of logits ``input`` (N, C) against integer class labels ``target`` (N,).
+def cross_entropy(input, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    """Softmax cross-entropy of logits ``input`` (N, C) against integer class labels ``target`` (N,),
+    or (N, C, d1, ...) against (N, d1, ...) (e.g. tokens: flatten (B, T, V) to (B*T, V) or move V to axis 1).
 
-    ``reduction``: 'mean' (default), 'sum' or 'none' (per-sample losses).
+    ``reduction``: 'mean' (default; over the labels not equal to ``ignore_index``), 'sum' or 'none'
+    (per-sample losses, shaped like ``target``); ``label_smoothing`` in [0, 1] as in PyTorch.
     """
-    return _ops.cross_entropy(input, target, reduction)
+    return _ops.cross_entropy(input, target, reduction, ignore_index, label_smoothing)
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -99,6 +102,22 @@ def dropout(input, p=0.5, training=True):
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing ``normalized_shape`` dims, then scale by weight and shift by bias."""
     return _ops.layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalise each channel (axis 1) of (N, C, ...) by the batch's statistics (training; running
+    buffers, when given, are updated in place) or by ``running_mean``/``running_var`` (eval)."""
+    return _ops.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(query @ key^T * scale + mask) @ value over (..., seq, dim) (e.g. (batch, heads, seq, dim)).
+
+    ``attn_mask``: boolean (True: attend) or float (added to the scores), broadcast to (..., L, S);
+    ``is_causal``: query i attends to keys j <= i; ``dropout_p``: dropout on the attention weights;
+    ``scale``: default 1/sqrt(dim).
+    """
+    return _ops.scaled_dot_product_attention(query, key, value, attn_mask, is_causal, dropout_p, scale)
 
 
 def embedding(input, weight):

@@ -13,10 +13,17 @@ class _Loss(Module):
 
 
 class CrossEntropyLoss(_Loss):
-    """Cross-entropy of logits (N, C) against integer labels (N,), mean over the batch by default."""
+    """Cross-entropy of logits (N, C) against integer labels (N,) (or (N, C, d1, ...) against (N, d1, ...)),
+    mean over the labels not equal to ``ignore_index`` by default; ``label_smoothing`` as in PyTorch."""
+
+    def __init__(self, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+        super().__init__(reduction)
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits, labels):
-        return F.cross_entropy(logits, labels, reduction=self.reduction)
+        return F.cross_entropy(logits, labels, reduction=self.reduction, ignore_index=self.ignore_index,
+                               label_smoothing=self.label_smoothing)
 
 
 class MSELoss(_Loss):

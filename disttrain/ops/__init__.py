@@ -14,6 +14,8 @@ from .linear import linear
 from .conv import conv2d
 from .pooling import max_pool2d, avg_pool2d
 from .normalization import layer_norm
+from .batch_norm import batch_norm
+from .attention import scaled_dot_product_attention
 from .embedding import embedding
 from .loss import cross_entropy, mse_loss
 from .join import concatenate, stack

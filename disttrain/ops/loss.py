@@ -20,34 +20,42 @@ def _check_reduction(reduction, op):
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _reduce(losses, reduction, dtype):
-    if reduction == "none":
-        return losses.astype(dtype, copy=False)
-    total = losses.sum()
-    if reduction == "mean":
-        total = total / losses.size if losses.size else np.nan
-    return np.asarray(total, dtype=dtype)
-
-
 class CrossEntropy(Function):
+    """PyTorch's definition: logits (N, C) with labels (N,), (C,) with a scalar label, or
+    (N, C, d1, ...) with labels (N, d1, ...) (the class axis is moved last and flattened).
+    Labels equal to ``ignore_index`` add nothing and a mean divides by the other labels' count;
+    ``label_smoothing`` e mixes the one-hot target with the uniform one:
+    loss = (1 - e) * (lse - x[label]) + e * (lse - mean(x))."""
+
     @staticmethod
-    def forward(ctx, logits, labels, reduction):
+    def forward(ctx, logits, labels, reduction, ignore_index=-100, label_smoothing=0.0):
         _check_reduction(reduction, "cross_entropy")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
         logits = np.asarray(logits)
         labels = np.asarray(labels)
+        moved = None
         if logits.ndim == 1 and labels.ndim == 0:      # one sample: (C,) with a scalar label
             x2, lab = logits.reshape(1, -1), labels.reshape(1)
         elif logits.ndim == 2 and labels.ndim == 1 and labels.shape[0] == logits.shape[0]:
             x2, lab = logits, labels
+        elif logits.ndim > 2 and labels.shape == logits.shape[:1] + logits.shape[2:]:
+            moved = np.moveaxis(logits, 1, -1)         # (N, d1, ..., C)
+            x2, lab = moved.reshape(-1, logits.shape[1]), labels.reshape(-1)
         else:
             raise ValueError(
-                f"cross_entropy: expected logits (N, C) with integer labels (N,), got logits of shape "
-                f"{logits.shape} and labels of shape {labels.shape}")
+                f"cross_entropy: expected logits (N, C) with integer labels (N,), or (N, C, d1, ...) with labels "
+                f"(N, d1, ...), got logits of shape {logits.shape} and labels of shape {labels.shape}")
         if not np.issubdtype(lab.dtype, np.integer):
             raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {lab.dtype}")
         dt = kernel_dtype(logits)
         x2 = contiguous(x2, dt)
         lab = contiguous(lab, np.int64)
+        ignored = lab == ignore_index
+        keep = None
+        if ignored.any():        # the kernel sees class 0 there; the row's loss and gradient are zeroed
+            keep = ~ignored
+            lab = np.where(ignored, 0, lab)
         n, c = x2.shape
         losses = np.empty(n, np.float64)
         lse = np.empty(n, np.float64)
@@ -55,25 +63,48 @@ class CrossEntropy(Function):
         if bad >= 0:
             raise ValueError(f"cross_entropy: label {int(lab[bad])} (sample {bad}) is out of range "
                              f"for {c} classes (logits of shape {logits.shape})")
-        ctx.save_for_backward(x2, lab, lse)
+        if label_smoothing:
+            losses = (1.0 - label_smoothing) * losses + label_smoothing * (lse - x2.mean(axis=1, dtype=np.float64))
+        if keep is not None:
+            losses[ignored] = 0.0
+        ctx.save_for_backward(x2, lab, lse, keep)
         ctx.reduction = reduction
         ctx.shape = logits.shape
-        out = _reduce(losses, reduction, dt)
-        return out.reshape(()) if (reduction == "none" and logits.ndim == 1) else out
+        ctx.moved_shape = None if moved is None else moved.shape
+        ctx.smoothing = label_smoothing
+        count = n if keep is None else int(keep.sum())
+        ctx.count = count
+        if reduction == "none":
+            out = losses.astype(dt, copy=False)
+            if logits.ndim == 1:
+                return out.reshape(())
+            return out.reshape(labels.shape)
+        total = losses.sum()
+        if reduction == "mean":
+            total = total / count if count else np.nan
+        return np.asarray(total, dtype=dt)
 
     @staticmethod
     def backward(ctx, g):
-        x2, lab, lse = ctx.saved_tensors
-        n = x2.shape[0]
+        x2, lab, lse, keep = ctx.saved_tensors
+        n, c = x2.shape
         if ctx.reduction == "none":
             scale = np.ascontiguousarray(g, dtype=np.float64).reshape(n)
         else:
-            v = float(g) / n if ctx.reduction == "mean" else float(g)
+            v = float(g) / ctx.count if ctx.reduction == "mean" else float(g)
             scale = np.full(n, v)
+        if keep is not None:
+            scale = scale * keep
         gin = np.empty_like(x2)
         if gin.size:
             S.cross_entropy_backward(x2, lab, lse, scale, gin)
-        return gin.reshape(ctx.shape), None, None
+            e = ctx.smoothing
+            if e:     # (softmax - (1 - e) onehot - e / C) * scale
+                gin[np.arange(n), lab] += (e * scale).astype(gin.dtype)
+                gin -= (e / c * scale).astype(gin.dtype)[:, None]
+        if ctx.moved_shape is not None:
+            return np.moveaxis(gin.reshape(ctx.moved_shape), -1, 1), None, None, None, None
+        return gin.reshape(ctx.shape), None, None, None, None
 
 
 class MSELoss(Function):
@@ -104,8 +135,8 @@ class MSELoss(Function):
                 unbroadcast(-ga, sb) if nb else None, None)
 
 
-def cross_entropy(logits, labels, reduction="mean"):
-    return CrossEntropy.apply(logits, labels, reduction)
+def cross_entropy(logits, labels, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    return CrossEntropy.apply(logits, labels, reduction, int(ignore_index), float(label_smoothing))
 
 
 def mse_loss(input, target, reduction="mean"):
