@@ -162,6 +162,30 @@ def plot_cmd(run_dir, output):
     click.echo(f"wrote {path}")
 
 
+@main.command("sample", context_settings=CONTEXT, short_help="Print text sampled from a trained language model.")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--tokens", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Characters to generate.")
+@click.option("--prompt", default="\n", show_default=True, help="Text to start from (characters of the vocabulary).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.8, show_default=True,
+              help="Divide the logits by this before sampling (lower: more conservative).")
+@click.option("--top-k", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Sample among the k most likely characters only (0: all).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the sampling.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Checkpoint to load (default: the newest in RUN_DIR/checkpoints).")
+def sample_cmd(run_dir, tokens, prompt, temperature, top_k, seed, checkpoint):
+    """Load RUN_DIR's model (newest checkpoint) and vocabulary and print a sampled text."""
+    from disttrain.training.checkpoint import CheckpointError
+    from disttrain.training.sample import SampleError, sample_run
+    try:
+        text, path, step = sample_run(run_dir, tokens, prompt, temperature, top_k, seed, checkpoint)
+    except (SampleError, CheckpointError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"# {path} (step {step}), temperature {temperature}, top-k {top_k}, seed {seed}", err=True)
+    click.echo(text)
+
+
 @main.command("check", context_settings=CONTEXT, short_help="Validate a config and print it resolved.")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")

@@ -4,11 +4,12 @@ from .loader import DataLoader
 from .datasets import (DataFileError, load_digits, load_npz, read_idx, load_idx, load_fashion_mnist,
                        FASHION_MNIST_ROOT)
 from .synthetic import make_classification, make_images
+from .text import CharTokenizer, TokenBlocks, load_text
 
 __all__ = [
     "ArrayDataset", "TensorDataset", "train_val_split", "DataLoader", "DataFileError", "load_digits",
     "load_npz", "read_idx", "load_idx", "load_fashion_mnist", "FASHION_MNIST_ROOT", "make_classification",
-    "make_images",
+    "make_images", "CharTokenizer", "TokenBlocks", "load_text",
 ]
 
 

@@ -49,7 +49,8 @@ SCHEMA = {
              "built, so models and update rules they register can be named here."),
     ],
     "model": [
-        _key("name", "str", REQUIRED, "A registered model: 'mlp', 'lenet' (or one registered by job.imports)."),
+        _key("name", "str", REQUIRED, "A registered model: 'mlp', 'lenet', 'gpt' (or one registered by "
+             "job.imports)."),
     ],
     "data": [
         # plus the keys of the chosen source (training/data.py: register_data_source)
@@ -101,6 +102,8 @@ SCHEMA = {
              "(and, with stall_abort, aborts the job).", low=0.0, low_open=True),
         _key("stall_abort", "bool", True, "Abort the job when a collective stalls past stall_timeout."),
         _key("find_unused_parameters", "bool", False, "Reduce parameters that got no gradient as zeros."),
+        _key("sync_batch_norm", "bool", False, "Replace the model's BatchNorm layers by SyncBatchNorm (batch "
+             "statistics over all ranks)."),
     ],
     "checkpoint": [
         _key("enabled", "bool", True, "Write checkpoints."),

@@ -22,7 +22,12 @@ class JobData:
     input_shape: tuple
     num_classes: int
     description: str
-    extras: dict = field(default_factory=dict)   # source-specific (e.g. the text source's vocabulary)
+    train_set: object = None     # a dataset for the loader (default: ArrayDataset(x_train, y_train))
+    files: dict = field(default_factory=dict)    # name -> text rank 0 writes into the run directory
+
+    def train_dataset(self):
+        from ..data import ArrayDataset
+        return self.train_set if self.train_set is not None else ArrayDataset(self.x_train, self.y_train)
 
 
 class DataError(ValueError):
@@ -227,3 +232,41 @@ def _synthetic(d, seed, dtype, integer_labels=True):
     else:
         X, y = dd.make_classification(d.num_samples, d.num_features, d.num_classes, seed=seed)
     return from_arrays(d, X, y, None, "synthetic", seed, dtype, integer_labels)
+
+
+def _text_check(values, check_files):
+    if check_files and values["path"] and not os.path.isfile(values["path"]):
+        return "path", f"no such file: {values['path']}."
+    return None
+
+
+@register_data_source("text", params=[PATH, Key("block_size", "int", 64, "text: tokens per sample (the model's "
+                                                 "context length).", low=1)],
+                      task="language_model", check=_text_check)
+def _text(d, seed, dtype, integer_labels=True):
+    """Characters of a text file: the first (1 - val_fraction) for training, as every contiguous
+    block of block_size tokens (the shuffled sampler draws random ones), the rest for validation
+    as non-overlapping blocks (each token predicted once). The vocabulary goes to vocab.json."""
+    from .. import data as dd
+    text = dd.load_text(d.path or None)
+    what = f"text {d.path}" if d.path else "Tiny Shakespeare (shipped)"
+    tok = dd.CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    t = d.block_size
+    n_train = int(len(ids) * (1 - d.val_fraction))
+    train_ids, val_ids = ids[:n_train], ids[n_train:]
+    if d.max_train_samples:
+        train_ids = train_ids[:d.max_train_samples + t]
+    if len(train_ids) <= t:
+        raise DataError(f"{what}: {len(train_ids)} training characters leave no block of block_size {t} "
+                        f"(with its next-character target)")
+    train = dd.TokenBlocks(train_ids, t)
+    starts = np.arange(max(len(val_ids) - 1, 0) // t) * t
+    if d.max_val_samples:
+        starts = starts[:d.max_val_samples]
+    window = starts[:, None] + np.arange(t)
+    xv, yv = val_ids[window], val_ids[window + 1]
+    return JobData(train.arrays[0], train.arrays[1], xv, yv, (t,), tok.vocab_size,
+                   f"{what}: {len(ids):,} characters, vocabulary of {tok.vocab_size}; {len(train):,} training "
+                   f"blocks / {len(xv):,} validation blocks of {t}", train_set=train,
+                   files={"vocab.json": tok.to_json() + "\n"})

@@ -90,6 +90,7 @@ def _lenet_check(values):
     Key("kernel_size", "int", 5, "Convolution kernel size (odd).", low=1),
     Key("hidden", "list[int]", [120, 84], "Widths of the fully connected layers.", low=1),
     Key("activation", "str", "relu", "Activation after each convolution and hidden layer.", choices=_ACTIVATIONS),
+    Key("batch_norm", "bool", False, "BatchNorm2d after each convolution (before its activation)."),
 ], check=_lenet_check)
 def lenet(cfg, input_shape, num_classes, dtype):
     """LeNet-5 style: conv(k, pad k//2)-act-maxpool2, conv(k)-act-maxpool2, then fully connected layers."""
@@ -104,11 +105,39 @@ def lenet(cfg, input_shape, num_classes, dtype):
     if h2 < 2 or w2 < 2:
         raise ModelShapeError(f"model 'lenet' with kernel_size {k} needs images of at least {2 * (k + 1)}x{2 * (k + 1)}"
                               f" pixels; the data has {h}x{w}")
-    layers = [nn.Conv2d(c, c1, k, padding=k // 2, dtype=dtype), _activation(cfg.activation), nn.MaxPool2d(2),
-              nn.Conv2d(c1, c2, k, dtype=dtype), _activation(cfg.activation), nn.MaxPool2d(2), nn.Flatten()]
+    def norm(channels):
+        return [nn.BatchNorm2d(channels, dtype=dtype)] if cfg.batch_norm else []
+    layers = [nn.Conv2d(c, c1, k, padding=k // 2, dtype=dtype), *norm(c1), _activation(cfg.activation),
+              nn.MaxPool2d(2), nn.Conv2d(c1, c2, k, dtype=dtype), *norm(c2), _activation(cfg.activation),
+              nn.MaxPool2d(2), nn.Flatten()]
     width = c2 * (h2 // 2) * (w2 // 2)
     for n in cfg.hidden:
         layers += [nn.Linear(width, n, dtype=dtype), _activation(cfg.activation)]
         width = n
     layers.append(nn.Linear(width, num_classes, dtype=dtype))
     return nn.Sequential(*layers)
+
+
+def _gpt_check(values):
+    if values["n_embd"] % values["n_head"]:
+        return "n_embd", f"must be a multiple of n_head ({values['n_head']}), got {values['n_embd']}."
+    return None
+
+
+@register_model("gpt", params=[
+    Key("n_layer", "int", 4, "Transformer blocks.", low=1),
+    Key("n_head", "int", 4, "Attention heads per block.", low=1),
+    Key("n_embd", "int", 128, "Embedding width (a multiple of n_head).", low=1),
+    Key("dropout", "float", 0.0, "Dropout on embeddings, attention weights and residual branches.", low=0.0,
+        high=1.0, high_open=True),
+    Key("tie_weights", "bool", True, "Use the token embedding as the output head (nanoGPT's weight tying)."),
+], check=_gpt_check)
+def gpt(cfg, input_shape, num_classes, dtype):
+    """nanoGPT's GPT over token blocks: the context length is the data's block length, the
+    vocabulary the data's number of classes (disttrain/models/gpt.py)."""
+    from ..models import GPT
+    if len(input_shape) != 1:
+        raise ModelShapeError(f"model 'gpt' needs samples that are token sequences (block_size,); the data has "
+                              f"samples of shape {input_shape} (use [data] source = \"text\")")
+    return GPT(num_classes, input_shape[0], cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.tie_weights,
+               dtype=dtype)

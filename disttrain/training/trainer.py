@@ -110,6 +110,9 @@ class Trainer:
         self.data = load_job_data(cfg.data, self.seed, dtype, integer_labels=self.task.integer_labels)
         dt.manual_seed(self.seed)
         self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes, dtype)
+        if cfg.distributed.sync_batch_norm:
+            from ..nn import SyncBatchNorm
+            self.model = SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.ddp, self.timeline = build_ddp(cfg, self.model, run_dir)
         self.optimizer = self.ddp.trace_optimizer(build_optimizer(cfg, self.model.parameters()))
         self._build_loader()
@@ -123,6 +126,8 @@ class Trainer:
             if self.is_main:
                 truncate_after(self.metrics_path, self.step)
         self.metrics = MetricsWriter(self.metrics_path, enabled=self.is_main)
+        if self.is_main:
+            self._write_files()
         t = cfg.train
         self.progress = Progress(resolve_mode(cfg.logging.progress, self.rank), self.total, self.spe, t.epochs)
         self.last_train, self.lr, self.finished = None, None, False
@@ -130,19 +135,28 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------
     def _build_loader(self):
-        from ..data import ArrayDataset, DataLoader
+        from ..data import DataLoader
         from ..data.sampler import DistributedSampler
         t, cfg = self.cfg.train, self.cfg
-        self.sampler = DistributedSampler(len(self.data.x_train), num_replicas=self.world, rank=self.rank,
+        dataset = self.data.train_dataset()
+        self.sampler = DistributedSampler(len(dataset), num_replicas=self.world, rank=self.rank,
                                           shuffle=True, seed=self.seed)
-        self.loader = DataLoader(ArrayDataset(self.data.x_train, self.data.y_train), batch_size=t.batch_size,
-                                 sampler=self.sampler)
+        self.loader = DataLoader(dataset, batch_size=t.batch_size, sampler=self.sampler)
         self.spe = len(self.loader) // t.grad_accum_steps
         if self.spe == 0:
             raise SystemExit(f"{cfg.source}: [train] batch_size {t.batch_size} x grad_accum_steps "
                              f"{t.grad_accum_steps} leaves no full optimizer step in one epoch of this rank's "
                              f"{len(self.sampler)} samples; lower them.")
         self.total = t.epochs * self.spe if not t.max_steps else min(t.max_steps, t.epochs * self.spe)
+
+    def _write_files(self):
+        """The data source's files (e.g. the text source's vocab.json), written atomically."""
+        for name, text in self.data.files.items():
+            path = os.path.join(self.run_dir, name)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
 
     def new_interval(self, state=None):
         return Interval(state, n_stats=self.task.n_stats)
