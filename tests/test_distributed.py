@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 import pytest
 
@@ -21,23 +20,11 @@ NS = [1, 2, 3, 4]
 
 @functools.lru_cache(maxsize=None)
 def checks(n):
-    out = tempfile.mkdtemp(prefix=f"disttrain-dist{n}-")
-    rc, stdout, stderr, secs = mpirun.run(n, "dist_checks.py", out, timeout=240)
-    results = {}
-    for r in range(n):
-        path = os.path.join(out, f"results-{r}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                results[r] = json.load(f)
-    return dict(rc=rc, stdout=stdout, stderr=stderr, secs=secs, results=results, out=out)
+    return mpirun.run_checks(n, "dist_checks.py", timeout=240)
 
 
 def assert_ok(n, name):
-    run = checks(n)
-    assert run["rc"] == 0 and len(run["results"]) == n, (
-        f"mpiexec -n {n} failed (rc {run['rc']}):\n{run['stdout'][-3000:]}\n{run['stderr'][-3000:]}")
-    bad = {r: res.get(name, "not run") for r, res in run["results"].items() if res.get(name) != "ok"}
-    assert not bad, f"{name} with {n} ranks: {bad}\n{run['stderr'][-3000:]}"
+    mpirun.assert_check_ok(checks(n), n, name)
 
 
 @pytest.mark.parametrize("n", NS)

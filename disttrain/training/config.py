@@ -360,13 +360,12 @@ def _users(registry_params, key):
 def _registry(section):
     """name -> Keys of the registered data sources / schedules / tasks ([data], [schedule], [task])."""
     if section == "data":
-        from .data import _SOURCES
-        return {n: s.params for n, s in _SOURCES.items()}
-    if section == "schedule":
-        from .schedules import _SCHEDULES
-        return {n: e[1] for n, e in _SCHEDULES.items()}
-    from .tasks import _TASKS
-    return {n: e[1] for n, e in _TASKS.items()}
+        from .data import SOURCES as registry
+    elif section == "schedule":
+        from .schedules import SCHEDULES as registry
+    else:
+        from .tasks import TASKS as registry
+    return registry.params_by_name()
 
 
 _CHOOSER = {"data": ("source", "source"), "schedule": ("name", "schedule"), "task": ("name", "task")}
@@ -422,8 +421,8 @@ def _dynamic_keys(section, table, src, where, sections):
     if section in _CHOOSER:
         if section == "task" and table.get("name", "auto") == "auto":
             # the data source's own task; the resolved config names it
-            from .data import get_source
-            table["name"] = get_source(sections["data"]["source"]).task
+            from .data import SOURCES
+            table["name"] = SOURCES[sections["data"]["source"]].extras["task"]
         _chosen(section, table, src, where, SCHEMA_DEFAULT[section])
         keys = {}
         for params in _registry(section).values():     # all of them: another entry's key "does not apply"
@@ -484,9 +483,9 @@ def import_job_modules(modules, where="<config>"):
 
 
 def _cross_checks(sections, src, where, check_files):
-    from .data import get_source
+    from .data import SOURCES
     d = sections["data"]
-    check = get_source(d["source"]).check
+    check = SOURCES[d["source"]].check
     problem = check(d, check_files) if check else None
     if problem:
         key, text = problem

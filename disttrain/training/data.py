@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import Key
+from .registry import Registry
 
 
 @dataclass
@@ -34,43 +35,14 @@ class DataError(ValueError):
     """The data named by [data] cannot be used (the message names the file and the problem)."""
 
 
-@dataclass(frozen=True)
-class DataSource:
-    name: str
-    loader: object           # loader(section, seed, dtype) -> JobData
-    params: tuple            # the Keys of [data] this source takes (besides the common ones)
-    task: str                # the task a config gets when [task] name = "auto"
-    check: object = None     # check(values, check_files) -> (key, problem) or None
-
-
-_SOURCES = {}
-# [data] keys every source takes (declared in config.SCHEMA["data"])
-DATA_COMMON = {"source", "val_fraction", "max_train_samples", "max_val_samples"}
+SOURCES = Registry("data source")     # the [data] keys every source takes are in config.SCHEMA["data"]
 
 
 def register_data_source(name, params=(), task="classification", check=None):
-    """Decorator registering ``loader(section, seed, dtype) -> JobData`` as [data] source ``name``."""
-    def register(loader):
-        _SOURCES[name] = DataSource(name, loader, tuple(params), task, check)
-        return loader
-    return register
-
-
-def registered_sources():
-    return sorted(_SOURCES)
-
-
-def get_source(name):
-    return _SOURCES.get(name)
-
-
-def source_keys():
-    """Every registered source's keys, by name (a key shared by sources is one `Key`)."""
-    keys = {}
-    for s in _SOURCES.values():
-        for k in s.params:
-            keys.setdefault(k.name, k)
-    return keys
+    """Decorator registering ``loader(section, seed, dtype, integer_labels) -> JobData`` as [data] source
+    ``name``; ``params``: the `Key`s it takes, ``task``: what [task] name = "auto" means for it,
+    ``check(values, check_files)`` -> (key, problem) or None."""
+    return SOURCES.decorator(name, params, check, task=task)
 
 
 def load_job_data(d, seed, dtype="float32", integer_labels=True):
@@ -78,7 +50,7 @@ def load_job_data(d, seed, dtype="float32", integer_labels=True):
     ``integer_labels=False`` (a regression task) keeps float targets instead of class indices."""
     from .. import data as dd
     try:
-        return _SOURCES[d.source].loader(d, seed, np.dtype(dtype), integer_labels)
+        return SOURCES[d.source].target(d, seed, np.dtype(dtype), integer_labels)
     except dd.DataFileError as exc:
         raise DataError(str(exc)) from None
 

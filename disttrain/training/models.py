@@ -12,8 +12,9 @@ of classes and the parameter dtype, and returns a `disttrain.nn.Module` mapping 
 import numpy as np
 
 from .config import Key
+from .registry import Registry
 
-_MODELS = {}
+MODELS = Registry("model")
 _ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
 
 
@@ -27,29 +28,25 @@ def register_model(name, params=(), check=None):
     ``params``: the `Key`s [model] accepts for it (besides ``name``); ``check(section_dict)``
     may return ``(key, problem)`` for a combination the keys' own checks cannot see.
     """
-    def register(builder):
-        _MODELS[name] = (builder, tuple(params), check)
-        return builder
-    return register
+    return MODELS.decorator(name, params, check)
 
 
 def registered_models():
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def model_params(name):
-    entry = _MODELS.get(name)
-    return None if entry is None else entry[1]
+    entry = MODELS.get(name)
+    return None if entry is None else entry.params
 
 
 def check_model_config(values):
-    entry = _MODELS[values["name"]]
-    return entry[2](values) if entry[2] else None
+    entry = MODELS[values["name"]]
+    return entry.check(values) if entry.check else None
 
 
 def build_model(cfg, input_shape, num_classes, dtype):
-    builder = _MODELS[cfg.name][0]
-    return builder(cfg, tuple(input_shape), int(num_classes), dtype)
+    return MODELS[cfg.name].target(cfg, tuple(input_shape), int(num_classes), dtype)
 
 
 def _activation(name):

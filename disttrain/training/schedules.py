@@ -10,40 +10,21 @@ A new one is one `register_schedule` in a module listed in ``[job] imports``::
 A builder returns a schedule object advanced once per optimizer step, or None (constant rate).
 """
 from .config import Key
+from .registry import Registry
 
-_SCHEDULES = {}
+SCHEDULES = Registry("schedule")
 
 
 def register_schedule(name, params=()):
-    def register(builder):
-        _SCHEDULES[name] = (builder, tuple(params))
-        return builder
-    return register
-
-
-def registered_schedules():
-    return sorted(_SCHEDULES)
-
-
-def schedule_params(name):
-    entry = _SCHEDULES.get(name)
-    return None if entry is None else entry[1]
-
-
-def schedule_keys():
-    """Every registered schedule's keys, by name."""
-    keys = {}
-    for _, params in _SCHEDULES.values():
-        for k in params:
-            keys.setdefault(k.name, k)
-    return keys
+    """Decorator registering ``builder(section, optimizer, steps)`` as [schedule] name ``name``."""
+    return SCHEDULES.decorator(name, params)
 
 
 def build_schedule(cfg, optimizer, total_steps):
     """The job's schedule over `total_steps` optimizer steps (warm-up included), or None."""
     from .. import optim
     s = cfg.schedule
-    main = _SCHEDULES[s.name][0](s, optimizer, max(1, total_steps - s.warmup_steps))
+    main = SCHEDULES[s.name].target(s, optimizer, max(1, total_steps - s.warmup_steps))
     if s.warmup_steps:
         return optim.LinearWarmup(optimizer, s.warmup_steps, s.warmup_start_factor, then=main)
     return main

@@ -17,31 +17,19 @@ import math
 import numpy as np
 
 from .config import Key
+from .registry import Registry
 
-_TASKS = {}
+TASKS = Registry("task")
 
 
-def register_task(name, params=(), doc=""):
+def register_task(name, params=()):
     """Class decorator registering a `Task` subclass under ``name``; ``params``: the `Key`s [task] takes."""
-    def register(cls):
-        _TASKS[name] = (cls, tuple(params), doc or (cls.__doc__ or "").strip().split("\n")[0])
-        return cls
-    return register
-
-
-def registered_tasks():
-    return sorted(_TASKS)
-
-
-def task_params(name):
-    entry = _TASKS.get(name)
-    return None if entry is None else entry[1]
+    return TASKS.decorator(name, params)
 
 
 def build_task(section):
     """The task object for a validated [task] section."""
-    cls = _TASKS[section.name][0]
-    return cls(section)
+    return TASKS[section.name].target(section)
 
 
 class Task:

@@ -38,3 +38,26 @@ def run(n, script, *args, timeout=120):
         raise AssertionError(f"mpiexec -n {n} {script} {args} hung for {timeout} s:\n"
                              f"{e.stdout}\n{e.stderr}") from None
     return p.returncode, p.stdout, p.stderr, time.perf_counter() - t0
+
+
+def run_checks(n, script, timeout=240):
+    """Launch ``script OUTDIR`` on n ranks; every rank writes OUTDIR/results-<rank>.json (check name ->
+    "ok" or the failure). Returns dict(rc, stdout, stderr, secs, results={rank: {...}}, out)."""
+    import json
+    out = tempfile.mkdtemp(prefix=f"disttrain-{os.path.splitext(script)[0]}{n}-")
+    rc, stdout, stderr, secs = run(n, script, out, timeout=timeout)
+    results = {}
+    for r in range(n):
+        path = os.path.join(out, f"results-{r}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                results[r] = json.load(f)
+    return dict(rc=rc, stdout=stdout, stderr=stderr, secs=secs, results=results, out=out)
+
+
+def assert_check_ok(run, n, name):
+    """Fail unless every one of the n ranks of `run_checks`' launch reported check `name` as ok."""
+    assert run["rc"] == 0 and len(run["results"]) == n, (
+        f"mpiexec -n {n} failed (rc {run['rc']}):\n{run['stdout'][-3000:]}\n{run['stderr'][-3000:]}")
+    bad = {r: res.get(name, "not run") for r, res in run["results"].items() if res.get(name) != "ok"}
+    assert not bad, f"{name} with {n} ranks: {bad}\n{run['stderr'][-3000:]}"
