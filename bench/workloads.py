@@ -30,6 +30,8 @@ NEEDS = {
 
 def batches(name, batch=None, seed=SEED, rank=0):
     """POOL (x, y) pairs of float32 inputs and int64 labels, fixed by seed (and rank)."""
+    if name == "K":
+        return k_batches(batch, seed, rank)
     shape, default_batch, _ = SPECS[name]
     b = default_batch if batch is None else batch
     rng = np.random.default_rng([seed, rank])
@@ -42,6 +44,8 @@ def dt_model(name):
     import disttrain as dt
     nn = dt.nn
     dt.manual_seed(SEED)
+    if name in REAL_MODELS:
+        return REAL_MODELS[name][0]()
     if name == "A":
         return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
                              nn.Linear(1024, 10))
@@ -91,7 +95,9 @@ def state_arrays(model):
 # -- torch -------------------------------------------------------------------
 def torch_model(name, torch, weights=None):
     nn = torch.nn
-    if name == "A":
+    if name in REAL_MODELS:
+        m = REAL_MODELS[name][1](torch)
+    elif name == "A":
         m = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
     elif name == "B":
         m = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
@@ -153,3 +159,122 @@ def torch_op_loop(torch):
         a.grad = None
         b.grad = None
     return loop
+
+
+# -- real models (issue 12): C-BN (LeNet + BatchNorm2d) and K (the char GPT) ----------------------
+# The shared harness (step_times.py, phases.py, scaling.py) runs them like A-C: K's model returns
+# its logits flattened to (batch * block, vocab) and its batches hold flattened next-token targets,
+# so the step is the same zero_grad / forward / cross-entropy / backward / SGD step.
+K_VOCAB, K_BLOCK, K_BATCH = 65, 64, 12
+K_GPT = dict(n_layer=4, n_head=4, n_embd=128)
+SPECS.update({
+    "C-BN": ((1, 28, 28), 64, "LeNet + BatchNorm2d after each conv, b64, SGD m0.9"),
+    "K": ((K_BLOCK,), K_BATCH, "char GPT 4 layers x 4 heads x 128, block 64, vocab 65, b12, SGD m0.9"),
+})
+NEEDS.update({
+    "C-BN": NEEDS["C"] + ("dt.nn.BatchNorm2d",),
+    "K": ("dt.nn.functional.scaled_dot_product_attention", "dt.nn.functional.cross_entropy",
+          "dt.optim.SGD"),
+})
+
+
+def k_batches(batch=None, seed=SEED, rank=0):
+    b = K_BATCH if batch is None else batch
+    rng = np.random.default_rng([seed, rank])
+    out = []
+    for _ in range(POOL):
+        tokens = rng.integers(0, K_VOCAB, size=(b, K_BLOCK + 1)).astype(np.int64)
+        out.append((tokens[:, :-1].copy(), tokens[:, 1:].reshape(-1).copy()))
+    return out
+
+
+def _dt_lenet_bn():
+    import disttrain as dt
+    nn = dt.nn
+    return nn.Sequential(nn.Conv2d(1, 8, 5), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def _torch_lenet_bn(torch):
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 8, 5), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def _dt_gpt():
+    import disttrain as dt
+    from disttrain.models import GPT
+
+    class FlatLogits(dt.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gpt = GPT(K_VOCAB, K_BLOCK, **K_GPT)
+
+        def forward(self, idx):
+            return self.gpt(idx).reshape(-1, K_VOCAB)
+    return FlatLogits()
+
+
+def _torch_gpt(torch):
+    """nanoGPT's model (bias=True, tied head, dropout 0) with the same parameter names."""
+    nn, F = torch.nn, torch.nn.functional
+    c, h = K_GPT["n_embd"], K_GPT["n_head"]
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn, self.c_proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+            self.resid_dropout = nn.Dropout(0.0)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = (z.view(b, t, h, c // h).transpose(1, 2) for z in self.c_attn(x).split(c, dim=2))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c)))
+
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_fc, self.gelu, self.c_proj = nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
+            self.dropout = nn.Dropout(0.0)
+
+        def forward(self, x):
+            return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.attn, self.ln_2, self.mlp = nn.LayerNorm(c), Attn(), nn.LayerNorm(c), Mlp()
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class Gpt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(K_VOCAB, c), wpe=nn.Embedding(K_BLOCK, c), drop=nn.Dropout(0.0),
+                h=nn.ModuleList([Block() for _ in range(K_GPT["n_layer"])]), ln_f=nn.LayerNorm(c)))
+
+        def forward(self, idx):
+            tr = self.transformer
+            x = tr.drop(tr.wte(idx) + tr.wpe(torch.arange(idx.shape[1])))
+            for block in tr.h:
+                x = block(x)
+            return F.linear(tr.ln_f(x), tr.wte.weight)
+
+    class FlatLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gpt = Gpt()
+
+        def forward(self, idx):
+            return self.gpt(idx).reshape(-1, K_VOCAB)
+    return FlatLogits()
+
+
+# name -> (disttrain builder, torch builder)
+REAL_MODELS = {"C-BN": (_dt_lenet_bn, _torch_lenet_bn), "K": (_dt_gpt, _torch_gpt)}

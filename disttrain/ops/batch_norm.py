@@ -3,8 +3,9 @@ cross-rank reduction of its statistics (what SyncBatchNorm passes in).
 
 Training: per-channel mean and biased variance over N and the spatial axes (the normalisation),
 and, when running buffers are given, running = (1 - momentum) * running + momentum * stat with the
-unbiased variance (PyTorch's update). Statistics are computed in float64, in two passes (sum, then
-the centred sum of squares), so a rank-wise reduction is two small allreduces of C values each.
+unbiased variance (PyTorch's update). Statistics are float64, computed in two passes (sum, then the
+centred sum of squares) by Numba kernels (disttrain/kernels/batch_norm.py), so a rank-wise
+reduction is two small allreduces of C values each.
 
 ``reduce(buf)`` sums a float64 array over the ranks in place. With it, forward uses the global
 count, mean and variance, and backward reduces the two sums its input gradient needs
@@ -14,15 +15,9 @@ computes; the weight and bias gradients stay this rank's own (DDP averages them)
 import numpy as np
 
 from ..autograd.function import Function
+from ._arrays import contiguous, kernel_dtype, lazy_kernels
 
-
-def _axes(x):
-    return (0,) + tuple(range(2, x.ndim))
-
-
-def _bcast(v, ndim):
-    """(C,) -> (1, C, 1, ...) for broadcasting against (N, C, ...)."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+K = lazy_kernels("batch_norm")
 
 
 class BatchNorm(Function):
@@ -37,12 +32,11 @@ class BatchNorm(Function):
             if a is not None and np.shape(a) != (c,):
                 raise ValueError(f"batch_norm: {name} has shape {np.shape(a)} but the input (shape {x.shape}) has "
                                  f"{c} channels")
-        dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-        axes = _axes(x)
-        x64 = x.astype(np.float64, copy=False)
+        dt = kernel_dtype(x)
+        x3 = contiguous(x, dt).reshape(x.shape[0], c, -1)
         if training:
             buf = np.empty(c + 1)
-            buf[:c] = x64.sum(axis=axes)
+            K.channel_sums(x3, buf[:c])
             buf[c] = x.size // c if c else 0
             if reduce is not None:
                 reduce(buf)
@@ -51,8 +45,8 @@ class BatchNorm(Function):
                 raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of "
                                  f"shape {x.shape}" + (" (summed over the ranks)" if reduce is not None else ""))
             mean = buf[:c] / n
-            xc = x64 - _bcast(mean, x.ndim)
-            sq = np.square(xc).sum(axis=axes)
+            sq = np.empty(c)
+            K.centered_square_sums(x3, mean, sq)
             if reduce is not None:
                 reduce(sq)
             var = sq / n
@@ -66,42 +60,35 @@ class BatchNorm(Function):
             n = None
             mean = np.asarray(running_mean, np.float64)
             var = np.asarray(running_var, np.float64)
-            xc = x64 - _bcast(mean, x.ndim)
         invstd = 1.0 / np.sqrt(var + eps)
-        xhat = xc * _bcast(invstd, x.ndim)
-        out = xhat
-        if weight is not None:
-            out = out * _bcast(np.asarray(weight, np.float64), x.ndim)
-        if bias is not None:
-            out = out + _bcast(np.asarray(bias, np.float64), x.ndim)
-        ctx.save_for_backward(xhat, invstd, None if weight is None else np.asarray(weight))
-        ctx.info = (training, n, reduce, dt)
-        return out.astype(dt, copy=False)
+        w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+        b = np.zeros(c) if bias is None else np.asarray(bias, np.float64)
+        out = np.empty_like(x3)
+        K.normalize(x3, mean, invstd, w, b, out)
+        ctx.save_for_backward(x3, mean, invstd, w)
+        ctx.info = (training, n, reduce, x.shape, None if weight is None else np.asarray(weight).dtype)
+        return out.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
-        xhat, invstd, weight = ctx.saved_tensors
-        training, n, reduce, dt = ctx.info
-        axes = _axes(xhat)
-        nd = xhat.ndim
-        g64 = np.asarray(g, np.float64)
-        sums = np.empty((2, xhat.shape[1]))
-        sums[0] = g64.sum(axis=axes)                     # d bias (this rank's)
-        sums[1] = (g64 * xhat).sum(axis=axes)            # d weight (this rank's)
-        gb, gw = sums[0].copy(), sums[1].copy()
-        w = np.ones(xhat.shape[1]) if weight is None else np.asarray(weight, np.float64)
+        x3, mean, invstd, w = ctx.saved_tensors
+        training, n, reduce, shape, wdt = ctx.info
+        g3 = contiguous(g, x3.dtype).reshape(x3.shape)
+        sums = np.empty((2, x3.shape[1]))
+        K.grad_sums(g3, x3, mean, invstd, sums)
+        gb, gw = sums[0].copy(), sums[1].copy()       # this rank's own: DDP averages them
         gx = None
         if ctx.needs_input_grad[0]:
-            scale = _bcast(invstd * w, nd)
             if training:
                 if reduce is not None:
-                    reduce(sums)                         # the whole batch's sums, over every rank
-                gx = scale * (g64 - _bcast(sums[0] / n, nd) - xhat * _bcast(sums[1] / n, nd))
+                    reduce(sums)                      # the whole batch's sums, over every rank
+                mean_g, mean_gxhat = sums[0] / n, sums[1] / n
             else:
-                gx = g64 * scale
-            gx = gx.astype(dt, copy=False)
+                mean_g = mean_gxhat = np.zeros(x3.shape[1])
+            gx = np.empty_like(x3)
+            K.grad_input(g3, x3, mean, invstd, w, mean_g, mean_gxhat, gx)
+            gx = gx.reshape(shape)
         nw, nb = ctx.needs_input_grad[1:3]
-        wdt = dt if weight is None else weight.dtype
         return (gx, gw.astype(wdt) if nw else None, gb.astype(wdt) if nb else None,
                 None, None, None, None, None, None)
 
