@@ -225,7 +225,7 @@ class DeathWatch(threading.Thread):
         return [rank for pid, rank in list(self.job.pids.items())
                 if rank not in self.job.done and not _alive(pid)]
 
-    def _check(self, settle=0.05):
+    def _check(self, settle=0.1):
         first = self._dead()
         if not first:
             return

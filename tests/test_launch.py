@@ -270,3 +270,105 @@ def test_n1_failure_reported_like_a_rank_without_launcher_frames(tmp_path):
     assert lines[-1] == "  [0] ValueError: bad value 3"
     for machinery in ("click", "launcher.py", "cli.py", "runpy"):
         assert machinery not in err, err
+
+
+def test_blame_line_names_the_blamed_rank_not_the_reporter(capsys):
+    from launch import runner
+    job = runner.Job(4, runner.Terminal(io.StringIO()))
+    for rank, host in enumerate(("h0", "h0", "h1", "h1")):
+        job.control(rank, f"pid {100 + rank} host {host}")
+    job.control(0, "blame {not json")                                   # malformed: ignored
+    job.control(0, "blame " + json.dumps({"ranks": [2, 3], "hosts": [], "reason": "stalled", "by": 0,
+                                          "message": "no progress for 5 s in allreduce #12"}))
+    job.control(0, "failed StallError: ranks 2, 3 have not joined allreduce #12")
+    job.control(1, "blame " + json.dumps({"ranks": [1], "reason": "x", "by": 1}))   # later: not the headline
+    assert runner.report_failure(job, [], "mpiexec: exit status 1", 1) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == ("dtrun: ranks 2, 3 (host h1) stalled: no progress for 5 s in allreduce #12; "
+                                   "reported by rank 0"), err
+    assert "rank 0 failed" not in err and "all 4 ranks were stopped" not in err
+    job = runner.Job(2, runner.Terminal(io.StringIO()))
+    job.control(1, "blame " + json.dumps({"ranks": [0], "hosts": ["hA"], "reason": "not responding", "by": 1}))
+    runner.report_failure(job, [], "", 1)
+    assert capsys.readouterr().err.splitlines()[0] == "dtrun: rank 0 (host hA) not responding; reported by rank 1"
+
+
+BLAMING = """
+import json, os, sys
+import disttrain.distributed as dist
+from launch.rank import control
+dist.init()
+if dist.get_rank() == 0:      # as the stall detector does: the reporter names the late rank, then fails
+    control("blame " + json.dumps({"ranks": [1], "hosts": [], "reason": "stalled", "by": 0,
+                                   "message": "rank 1 never joined barrier #1"}))
+    raise RuntimeError("stall detected by rank 0")
+import time; time.sleep(60)
+"""
+
+
+def test_blamed_rank_is_the_headline_end_to_end(tmp_path, mpi_python):
+    script = write(tmp_path / "blame.py", BLAMING)
+    rc, out, err, seconds = dtrun("-n", "2", script, cwd=tmp_path, timeout=90, python=mpi_python)
+    assert rc == 1 and seconds < 30, (out, err)
+    assert err.splitlines()[0] == f"dtrun: rank 1 (host {HOST}) stalled: rank 1 never joined barrier #1; " \
+                                  "reported by rank 0", err
+
+
+# A stand-in for ssh: `LAUNCHER -x HOST COMMAND...` runs COMMAND here, under a shell that stays (as an
+# ssh client would), and notes its pid per host so a test can "crash" that host.
+FAKE_SSH = """#!/bin/sh
+while [ $# -gt 0 ]; do case "$1" in -x|-q|-T) shift;; -o|-p|-l) shift 2;; *) break;; esac; done
+host=$1; shift
+echo $$ > "$(dirname "$0")/launcher-$host.pid"
+echo "$host" >> "$(dirname "$0")/launched.log"
+/bin/sh -c "$*"
+"""
+
+
+def _fake_ssh(tmp_path):
+    path = write(tmp_path / "fake-ssh", FAKE_SSH)
+    os.chmod(path, 0o755)
+    return ["--launcher", "ssh", "--launcher-exec", path]
+
+
+def _descendants(pid):
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(k) for k in kids] + [d for k in kids for d in _descendants(int(k))]
+
+
+def test_multi_host_through_launcher_exec_mpich(tmp_path, script):
+    # Hydra starts a proxy per host through the launcher; the fake runs it here, so the hosts
+    # h0 and h1 are names only, but placement, variables and the failure reports are the real ones.
+    rc, out, err, _ = dtrun("-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), "--iface", "lo", "--force-tcp",
+                            script, "ok", cwd=tmp_path, timeout=120)
+    assert rc == 0, err
+    assert sorted(open(tmp_path / "launched.log").read().split()) == ["h0", "h1"]
+    for rank in range(4):
+        assert f"[{rank}] torchrun {rank} 4 {rank % 2} 2 {rank // 2} h0 29500" in out.splitlines(), out
+        assert f"[{rank}] sum 6 of 4" in out.splitlines()
+    # kill -9 of a rank on the remote host: named with its host and signal
+    rc, out, err, seconds = dtrun("-n", "2", "-H", "h0:1,h1:1", *_fake_ssh(tmp_path), script, "kill",
+                                  cwd=tmp_path, timeout=120)
+    assert rc == 128 + 9 and "dtrun: rank 1 (host h1) failed: killed by SIGKILL" in err, (rc, err)
+
+
+def test_lost_host_is_named_mpich(tmp_path, script):
+    proc, lines = _start(["-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), script, "hang"], tmp_path)
+    try:
+        _wait_for(lines, "[3] sum 6 of 4")
+        # the host "crashes": everything started on it dies (the ssh client then exits)
+        host_pids = _descendants(int(open(tmp_path / "launcher-h1.pid").read()))
+        for pid in host_pids:
+            os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 <= 5 and proc.returncode != 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    headline = err.splitlines()[0]
+    # which processes die first is a race the watcher usually wins; when it cannot tell, it says so
+    assert headline.startswith(("dtrun: lost host h1 and its ranks 2, 3 (host down",
+                                "dtrun: the job failed: mpiexec lost contact with a host (h0: ranks 0, 1; "
+                                "h1: ranks 2, 3)")), err
+    assert _wait_gone(script, 5) == []
