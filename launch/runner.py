@@ -14,7 +14,7 @@ import threading
 import time
 
 from . import mpi
-from .rank import CONTROL, is_machinery
+from .rank import CONTROL, FORWARD, is_machinery
 
 POLL_S = 0.05
 TAIL_LINES = 40
@@ -102,6 +102,46 @@ class RankStream:
     def close(self):
         if self.fh:
             self.fh.close()
+
+
+class MpiexecStream:
+    """Tails mpiexec's own output: its messages are kept for the failure report; lines ranks forward
+    through it (launch.rank.forward_output, hosts that cannot see the output directory) go to
+    their rank's stream, as if read from its file."""
+
+    def __init__(self, path, streams):
+        self.fh = open(path, "rb")
+        self.streams = {(s.rank, s.kind): s for s in streams}
+        self.partial = b""
+        self.lines = []
+
+    def poll(self, final=False):
+        data = self.fh.read()
+        if data:
+            self.partial += data
+            *complete, self.partial = self.partial.split(b"\n")
+            for raw in complete:
+                self.take(raw.decode("utf-8", "replace"))
+        if final and self.partial:
+            self.take(self.partial.decode("utf-8", "replace"))
+            self.partial = b""
+
+    def take(self, text):
+        m = re.match(re.escape(FORWARD) + r"(\d+) (out|err)(\+?) (.*)$", text, re.S) if FORWARD in text else None
+        stream = self.streams.get((int(m.group(1)), m.group(2))) if m else None
+        if stream is None:
+            self.lines.append(text)
+        elif m.group(3):                    # a piece of a longer line
+            stream.partial += m.group(4).encode("utf-8")
+        else:
+            stream.emit((stream.partial + m.group(4).encode("utf-8")).decode("utf-8", "replace"))
+            stream.partial = b""
+
+    def text(self):
+        return "\n".join(self.lines)
+
+    def close(self):
+        self.fh.close()
 
 
 class Job:
@@ -355,13 +395,15 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
         for i, kind in ((0, "out"), (1, "err")):
             streams.append(RankStream(
                 rank, kind, (lambda r=rank, i=i: mpi.rank_output_paths(io_dir, r)[i]), term, job))
-    mpiexec_log = tempfile.TemporaryFile()
+    log_path = os.path.join(io_dir, "mpiexec.log")
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
-                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        with open(log_path, "wb") as mpiexec_log:
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     except OSError as exc:
         raise mpi.LaunchError(f"cannot start {argv[0]}: {exc}") from None
+    streams.append(MpiexecStream(log_path, streams))
 
     stopping = {"why": None}
 
@@ -417,9 +459,8 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
         term.end_progress()
     watch.join(timeout=0.5)         # it may be settling on who died first
     watch.stop_flag.set()
-    mpiexec_log.seek(0)
-    mpiexec_text = mpiexec_log.read().decode("utf-8", "replace")
-    mpiexec_log.close()
+    mpiexec_text = streams[-1].text()
+    streams = streams[:-1]
     elapsed = time.monotonic() - start
 
     if rc == 0 and stopping["why"] is None:

@@ -43,6 +43,8 @@ if rank == 1 and mode == "exit":
     sys.exit(3)
 if rank == 1 and mode == "kill":
     os.kill(os.getpid(), 9)
+if mode == "long":
+    print("x" * 10000, flush=True)
 if mode == "hang" and rank == 0:
     time.sleep(600)
 dist.barrier()            # the healthy ranks wait here for the failed one
@@ -78,6 +80,24 @@ def test_two_ranks_whole_prefixed_lines(tmp_path, script, mpi_python):
     assert all(line.startswith(("[0] ", "[1] ", "dtrun:")) for line in lines), out
     assert "\x1e" not in out + err                         # control lines never reach the user
     assert _io_dirs(tmp) == []                             # the ranks' output directory is gone
+
+
+def test_output_through_mpiexec_where_hosts_share_no_directory(tmp_path, script, mpi_python):
+    # a rank on a host that cannot see dtrun's output directory sends its lines through mpiexec,
+    # tagged with its rank (forced here with DTRUN_FORWARD_OUTPUT=1): the same whole prefixed lines
+    rc, out, err, _ = dtrun("-n", "2", "--env", "DTRUN_FORWARD_OUTPUT=1", script, "long", cwd=tmp_path, timeout=120,
+                            python=mpi_python)
+    assert rc == 0, err
+    lines = out.splitlines()
+    for rank in (0, 1):
+        for i in range(3):
+            assert f"[{rank}] rank {rank} line {i} first half / second half {i}" in lines
+        assert f"[{rank}] finished {rank}" in lines and f"[{rank}] {'x' * 10000}" in lines
+    assert all(line.startswith(("[0] ", "[1] ")) for line in lines) and err == "", (out, err)
+    rc, out, err, _ = dtrun("-n", "2", "--env", "DTRUN_FORWARD_OUTPUT=1", script, "raise", cwd=tmp_path, timeout=120,
+                            python=mpi_python)
+    assert rc == 1 and err.startswith(f"dtrun: rank 1 (host {HOST}) failed: ValueError: deliberate failure"), err
+    assert "  [1]     raise ValueError(\"deliberate failure in rank one\")" in err.splitlines(), err
 
 
 @pytest.mark.parametrize("mode, why, status", [
