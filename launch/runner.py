@@ -58,31 +58,44 @@ class Terminal:
             self.bar = ""
 
 
-class RankStream:
-    """Tails one rank's output file and emits whole lines, prefixed with the rank."""
-
-    def __init__(self, rank, kind, path_fn, term, job):
-        self.rank, self.kind, self.path_fn, self.term, self.job = rank, kind, path_fn, term, job
-        self.path = None
-        self.fh = None
-        self.partial = b""
-        self.lines = []         # kept for the failure report (stderr only)
+class _LineTail:
+    """Reads a growing file and hands each whole line to take()."""
+    fh = None
+    partial = b""
 
     def poll(self, final=False):
-        if self.fh is None:
-            self.path = self.path_fn()
-            if not self.path or not os.path.exists(self.path):
-                return
-            self.fh = open(self.path, "rb")
+        if not self.ready():
+            return
         data = self.fh.read()
         if data:
             self.partial += data
             *complete, self.partial = self.partial.split(b"\n")
             for raw in complete:
-                self.emit(raw.decode("utf-8", "replace"))
+                self.take(raw.decode("utf-8", "replace"))
         if final and self.partial:
-            self.emit(self.partial.decode("utf-8", "replace"))
+            self.take(self.partial.decode("utf-8", "replace"))
             self.partial = b""
+
+    def close(self):
+        if self.fh:
+            self.fh.close()
+
+
+class RankStream(_LineTail):
+    """Tails one rank's output file and emits whole lines, prefixed with the rank."""
+
+    def __init__(self, rank, kind, path_fn, term, job):
+        self.rank, self.kind, self.path_fn, self.term, self.job = rank, kind, path_fn, term, job
+        self.path = None
+        self.lines = []         # kept for the failure report (stderr only)
+
+    def ready(self):
+        if self.fh is None:
+            self.path = self.path_fn()
+            if not self.path or not os.path.exists(self.path):
+                return False
+            self.fh = open(self.path, "rb")
+        return True
 
     def emit(self, text):
         text = text.rstrip("\r")
@@ -99,12 +112,10 @@ class RankStream:
                 return              # MPICH's note that the rank aborted: the failure report says it
         self.term.line(f"[{self.rank}] {text}", sys.stderr if self.kind == "err" else sys.stdout)
 
-    def close(self):
-        if self.fh:
-            self.fh.close()
+    take = emit
 
 
-class MpiexecStream:
+class MpiexecStream(_LineTail):
     """Tails mpiexec's own output: its messages are kept for the failure report; lines ranks forward
     through it (launch.rank.forward_output, hosts that cannot see the output directory) go to
     their rank's stream, as if read from its file."""
@@ -112,19 +123,10 @@ class MpiexecStream:
     def __init__(self, path, streams):
         self.fh = open(path, "rb")
         self.streams = {(s.rank, s.kind): s for s in streams}
-        self.partial = b""
         self.lines = []
 
-    def poll(self, final=False):
-        data = self.fh.read()
-        if data:
-            self.partial += data
-            *complete, self.partial = self.partial.split(b"\n")
-            for raw in complete:
-                self.take(raw.decode("utf-8", "replace"))
-        if final and self.partial:
-            self.take(self.partial.decode("utf-8", "replace"))
-            self.partial = b""
+    def ready(self):
+        return True
 
     def take(self, text):
         m = re.match(re.escape(FORWARD) + r"(\d+) (out|err)(\+?) (.*)$", text, re.S) if FORWARD in text else None
