@@ -1,4 +1,5 @@
-"""What each rank runs: `python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS...)`.
+"""What each rank runs: `python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS... |
+module NAME ARGS...)`.
 
 Before the user's code runs, each rank sends its stdout/stderr into the job's output directory
 (DTRUN_IO_DIR/rank<R>.out|err, the same layout under every MPI) and sets torchrun's variables

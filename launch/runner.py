@@ -443,7 +443,7 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
                 threading.Thread(target=stop, args=(proc,), daemon=True).start()
             # A rank reported a failure and called MPI_Abort: make sure the job ends soon even if
             # the abort did not reach every rank.
-            if (job.failures or job.blames) and stopping["why"] is None:
+            if job.failures and stopping["why"] is None:     # (a blame alone may be a warning)
                 if first_failure_seen is None:
                     first_failure_seen = now
                 elif now - first_failure_seen > FAILURE_GRACE_S:
