@@ -106,7 +106,7 @@ def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default"
     if comm.size > 1 and limit_threads and comm.local_size > 1:
         limits = _threads.limit_threads(comm.local_size)
     engine = ProgressEngine(comm, threaded, wait, stall, checker)
-    atexit.register(engine.close)
+    atexit.register(_close, engine, stall)
     if comm.size > 1 and abort_on_error:
         # Registered after engine.close, so its exit handler runs first (atexit is LIFO):
         # a dying rank aborts at once instead of first joining a thread stuck in MPI.
@@ -128,8 +128,14 @@ def destroy_process_group():
     """Stop the communication thread and forget the group (MPI itself stays up)."""
     global _group
     if _group is not None:
-        _group.engine.close()
+        _close(_group.engine, _group.stall)
         _group = None
+
+
+def _close(engine, stall):
+    if stall is not None and not engine._closed:
+        stall.goodbye()      # peers still waiting will report this rank "exited", not "not responding"
+    engine.close()
 
 
 def get_rank():

@@ -307,8 +307,6 @@ class ProgressEngine:
         return t is not None and time.perf_counter() - t > SPIN_LIMIT
 
     def close(self):
-        if not self._closed and self.stall is not None:
-            self.stall.goodbye(self._seq)     # waiting peers will report "exited", not "not responding"
         self._closed = True
         if self._thread is not None and self._thread.is_alive():
             self._wake.set()

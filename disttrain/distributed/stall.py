@@ -66,7 +66,7 @@ class StallDetector:
         self.abort = abort
         self.log = log or _stderr
         self.reports = []          # the reports made so far (dicts), for tests and tools
-        self.exited = {}           # rank -> number of operations it had submitted when it closed
+        self.exited = set()        # ranks that closed their process group
         self._qid = 0
         self._replies = {}
 
@@ -85,16 +85,16 @@ class StallDetector:
             elif msg[0] == REPLY and msg[1] == self._qid:
                 self._replies[src] = [int(v) for v in msg[2:]]
             elif msg[0] == BYE:
-                self.exited[src] = int(msg[2])
+                self.exited.add(src)
 
-    def goodbye(self, n_ops):
+    def goodbye(self):
         """This rank is closing its group: tell the others (never blocks; best effort)."""
         if _abort.aborting():
             return
         try:
             for r in range(self.comm.size):
                 if r != self.comm.rank:
-                    self.comm.side_send(r, [BYE, 0, n_ops])
+                    self.comm.side_send(r, [BYE, 0, 0])
         except Exception:
             pass
 
