@@ -4,6 +4,7 @@
 Python script (library mode, like torchrun). `dtrun plot RUN_DIR` draws the curves of a run.
 """
 import os
+import re
 import sys
 
 import click
@@ -52,6 +53,8 @@ class _RunCommand(click.Command):
             if a == "--":
                 positional += args[i + 1:]
                 break
+            if a in ("-m", "--module"):       # like python -m: everything after MODULE is its own
+                return super().parse_args(ctx, options + args[i:i + 2] + ["--"] + args[i + 2:])
             if a.startswith("-"):            # before TARGET, or after a config
                 options.append(a)
                 if a in takes_value and i + 1 < len(args):
@@ -60,7 +63,7 @@ class _RunCommand(click.Command):
             elif positional or a.endswith(".toml"):
                 positional.append(a)
             else:                            # a script: everything after it is its own
-                return super().parse_args(ctx, args)
+                return super().parse_args(ctx, options + ["--"] + args[i:])
             i += 1
         if positional:
             args = options + ["--"] + positional
@@ -80,8 +83,10 @@ def _parse_env(values):
 
 @main.command("run", cls=_RunCommand, short_help="Run a config job or a script on N ranks (the default command).",
               context_settings=dict(CONTEXT, allow_interspersed_args=False))
-@click.option("-n", "--nprocs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of ranks. 1 runs in this process, without mpiexec.")
+@click.option("-n", "-np", "--nprocs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of ranks. 1 runs in this process, without mpiexec (unless hosts are given).")
+@click.option("-m", "--module", metavar="MODULE", default=None,
+              help="Run a Python module on every rank, like python -m (everything after MODULE is its own).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set optimizer.lr=0.05 (TOML value syntax; "
                    "repeatable). Config jobs only.")
@@ -94,9 +99,25 @@ def _parse_env(values):
               help="mpiexec to use (default: the one of the MPI mpi4py uses, e.g. the mpich "
                    "wheel's next to this Python).")
 @click.option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Host file, passed to mpiexec (-f for MPICH, --hostfile for Open MPI).")
-@click.option("--hosts", metavar="H1,H2,...", default=None,
-              help="Comma-separated hosts, passed to mpiexec (-hosts / --host).")
+              help="Hosts to run on, one a line: HOST, HOST:SLOTS or HOST slots=SLOTS (# comments). "
+                   "Translated for the MPI in use (like --hosts).")
+@click.option("-H", "--hosts", metavar="H0:S,H1:S", default=None,
+              help="Hosts to run on, comma-separated, each HOST or HOST:SLOTS (e.g. h0:2,h1:2). Ranks fill "
+                   "the hosts in order, SLOTS each (hosts without SLOTS share the rest evenly).")
+@click.option("--launcher", metavar="NAME", default=None,
+              help="How mpiexec starts processes on other hosts (ssh, rsh, slurm, ...): MPICH -launcher, "
+                   "Open MPI --prtemca plm.")
+@click.option("--launcher-exec", metavar="PROGRAM", default=None,
+              help="The program the launcher runs to reach a host (e.g. an ssh wrapper): MPICH "
+                   "-launcher-exec, Open MPI --prtemca plm_ssh_agent.")
+@click.option("--iface", metavar="NAME", default=None,
+              help="Network interface for MPI traffic (e.g. eth1): Hydra -iface, FI_TCP_IFACE, "
+                   "UCX_NET_DEVICES, Open MPI btl_tcp_if_include/oob_tcp_if_include.")
+@click.option("--force-tcp", is_flag=True,
+              help="Send all MPI traffic over TCP, no shared memory or fast fabric (MPICH: "
+                   "MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp; Open MPI: --mca pml ob1 --mca btl tcp,self).")
+@click.option("--mpiexec-arg", "mpiexec_args", multiple=True, metavar="ARG",
+              help="Pass ARG to mpiexec as it is, before the program (repeatable; one word each).")
 @click.option("--env", "env_items", multiple=True, metavar="KEY=VALUE",
               help="Set an environment variable on every rank (repeatable).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
@@ -105,44 +126,90 @@ def _parse_env(values):
               help="BLAS/Numba threads per rank (default: cores / ranks on this machine; "
                    "variables already set in the environment win).")
 @click.option("--dry-run", is_flag=True,
-              help="Print the exact command and exit without running or writing anything (comment lines "
-                   "name what dtrun creates only at launch).")
-@click.argument("target", type=click.Path(dir_okay=False))
+              help="Print the exact command and the environment every rank gets, and exit without running "
+                   "or writing anything (comment lines name what dtrun creates only at launch).")
+@click.argument("target", type=click.Path(dir_okay=False), required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run_cmd(nprocs, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, env_items, timeout,
-            threads_per_rank, dry_run, target, args):
-    """Run TARGET on N ranks: a config job (TARGET ends in .toml) or a Python script.
+def run_cmd(nprocs, module, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, launcher, launcher_exec,
+            iface, force_tcp, mpiexec_args, env_items, timeout, threads_per_rank, dry_run, target, args):
+    """Run TARGET on N ranks: a config job (TARGET ends in .toml), a Python script, or
+    `-m MODULE`.
 
     \b
-    Options may also follow a config; everything after a script is the script's: it gets
-    ARGS as its sys.argv[1:]. Each rank runs under `python -m mpi4py`, so an
-    uncaught exception or sys.exit(non-zero) on any rank aborts every rank; dtrun then names
-    the failing rank, prints its traceback and exits non-zero. Output lines are prefixed
-    with their rank ("[1] ..."); rank 0 of a config job draws a progress bar when dtrun's
-    output is a terminal and logs plain lines otherwise. Ctrl-C stops every rank.
+    Options may also follow a config; everything after a script (or -m MODULE) is the
+    script's: it gets ARGS as its sys.argv[1:]. `dtrun -n 2 python train.py` is the same as
+    `dtrun -n 2 train.py` (dtrun's own Python runs it). Each rank runs under
+    `python -m mpi4py`, so an uncaught exception or sys.exit(non-zero) on any rank aborts every
+    rank; dtrun then names the failing rank (and its host), prints its traceback and exits
+    non-zero. Output lines are prefixed with their rank ("[1] ..."); rank 0 of a config job
+    draws a progress bar when dtrun's output is a terminal and logs plain lines otherwise.
+    Every rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR and
+    MASTER_PORT (torchrun's names). Ctrl-C (or SIGTERM, SIGHUP) stops every rank on every host.
     """
-    from . import launcher
+    from . import launcher as launcher_mod
     env = _parse_env(env_items)
-    is_config = target.endswith(".toml")
+    target, args, module = _interpreter_stripped(target, list(args), module)
+    is_config = target is not None and target.endswith(".toml")
     if not is_config:
         if overrides or run_dir or resume:
             raise click.UsageError("--set, --run-dir and --resume apply to config jobs (TARGET.toml) only")
-        if not target.endswith(".py"):
-            raise click.UsageError(f"TARGET {target!r} must be a config (.toml) or a Python script (.py)")
+        if module is None:
+            _check_script(target)
     elif args:
         raise click.UsageError(f"unexpected arguments after the config: {' '.join(args)} "
                                "(a config takes no arguments; use --set KEY=VALUE to change it)")
-    if not os.path.isfile(target):
+    if target is not None and not os.path.isfile(target):
         raise click.BadParameter(f"{target}: no such file", param_hint="TARGET")
     try:
-        rc = launcher.launch(
-            nprocs=nprocs, target=target, args=list(args), is_config=is_config,
+        rc = launcher_mod.launch(
+            nprocs=nprocs, target=target, args=args, is_config=is_config, module=module,
             overrides=list(overrides), run_dir=run_dir, resume=resume, mpiexec_path=mpiexec_path,
             hostfile=hostfile, hosts=hosts, env=env, timeout=timeout,
-            threads_per_rank=threads_per_rank, dry_run=dry_run)
+            threads_per_rank=threads_per_rank, dry_run=dry_run,
+            placement=dict(launcher=launcher, launcher_exec=launcher_exec, iface=iface, force_tcp=force_tcp,
+                           mpiexec_args=list(mpiexec_args)))
     except mpi.LaunchError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(rc)
+
+
+def _is_python(word):
+    name = os.path.basename(word)
+    return name == os.path.basename(sys.executable) or re.fullmatch(r"python[0-9.]*", name) is not None
+
+
+def _interpreter_stripped(target, args, module):
+    """`dtrun -n 2 python train.py ARGS` / `python -m mod ARGS` (torchrun/mpirun habits): dtrun's own
+    Python runs every rank, so the interpreter word is dropped. Returns (target, args, module)."""
+    if module is not None:              # -m MODULE ARGS: click put the first argument in TARGET
+        return None, ([target] if target is not None else []) + args, module
+    if target is None:
+        raise click.UsageError("missing TARGET: a config (.toml), a Python script (.py), or -m MODULE")
+    if not _is_python(target) or os.path.isfile(target) and not os.access(target, os.X_OK):
+        return target, args, module
+    if args[:1] == ["-m"] and len(args) >= 2:
+        return None, args[2:], args[1]
+    if not args or args[0].startswith("-"):
+        raise click.UsageError(f"`{target} {' '.join(args)}`: dtrun runs Python on every rank itself; give it "
+                               "the script or module: dtrun -n N train.py ARGS, or dtrun -n N -m package.module ARGS")
+    return args[0], args[1:], module
+
+
+def _check_script(target):
+    """A script is a .py file, or a file whose #! line names Python."""
+    if target.endswith(".py"):
+        return
+    try:
+        with open(target, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return                          # the "no such file" check reports it
+    if first.startswith(b"#!") and b"python" in first:
+        return
+    raise click.UsageError(
+        f"TARGET {target!r} must be a config (.toml) or a Python script (.py): dtrun runs Python on every rank. "
+        f"For a module type `dtrun -n N -m package.module ARGS`; for any other program use mpiexec itself, "
+        f"e.g. `mpiexec -n N {target}`")
 
 
 @main.command("plot", context_settings=CONTEXT, short_help="Draw loss/accuracy curves of a run to a PNG.")

@@ -34,8 +34,12 @@ def _watchdog(timeout):
 
 
 def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, env,
-           timeout, threads_per_rank, dry_run):
-    in_process = nprocs == 1 and not hostfile and not hosts
+           timeout, threads_per_rank, dry_run, module=None, placement=None):
+    """``placement``: LaunchSpec fields for multi-host runs (launcher, launcher_exec, iface, force_tcp,
+    mpiexec_args)."""
+    placement = dict(placement or {})
+    host_list = _host_list(hosts, hostfile)
+    in_process = nprocs == 1 and host_list is None and not placement.get("mpiexec_args")
     if in_process and not dry_run:      # before numpy/BLAS load, so thread settings take effect
         if threads_per_rank:
             os.environ.update({k: str(threads_per_rank) for k in mpi.THREAD_ENV_VARS})
@@ -48,7 +52,7 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
 
     if in_process:
         what = (f"config job {target} -> {run_dir}" + (" (resume)" if resume else "")) if is_config \
-            else shlex.join([sys.executable, target] + args)
+            else shlex.join([sys.executable] + (["-m", module] if module else [target]) + args)
         if dry_run:
             print(f"# -n 1: runs in this process, without mpiexec: {what}")
             if is_config:
@@ -56,15 +60,22 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
             return 0
         if timeout:
             _watchdog(timeout)
+        from .rank import set_torchrun_env
+        set_torchrun_env(0, 1, 0, 1, 0, "127.0.0.1")
         try:
             if is_config:
                 from disttrain.training import job
                 job.create_run_dir(cfg, run_dir)
                 job.run_in_process(cfg, run_dir, resume)
                 return 0
-            sys.argv = [target] + list(args)
-            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-            runpy.run_path(target, run_name="__main__")
+            if module:
+                sys.argv = [module] + list(args)
+                sys.path.insert(0, os.getcwd())
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = [target] + list(args)
+                sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+                runpy.run_path(target, run_name="__main__")
         except KeyboardInterrupt:
             sys.stderr.write("\ndtrun: interrupted\n")
             return 130
@@ -78,30 +89,36 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
 
     mpiexec = mpi.find_mpiexec(mpiexec_path)
     dialect = mpi.detect_dialect(mpiexec)
-    nhosts = len(hosts.split(",")) if hosts else (_count_hosts(hostfile) if hostfile else 1)
+    hosts = mpi.place(host_list, nprocs) if host_list else None
+    local_ranks = max(n for _, n in hosts) if hosts else nprocs
+    io_dir = runner.io_dir_placeholder() if dry_run else runner.make_io_dir()
     rank_env = {
         "NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"],
         "PYTHONUNBUFFERED": "1",          # lines reach the launcher as they are printed
         "DTRUN_CONTROL": "1",
+        "DTRUN_IO_DIR": io_dir,           # each rank writes its stdout/stderr there (launch.rank)
         "DTRUN_PROGRESS": "bar" if sys.stdout.isatty() else "plain",
     }
     if threads_per_rank:
         rank_env.update({k: str(threads_per_rank) for k in mpi.THREAD_ENV_VARS})
     else:
-        rank_env.update(mpi.thread_env(nprocs, nhosts, env))
+        rank_env.update(mpi.thread_env(local_ranks, env))
     rank_env.update(env)
     if is_config:
         rank_argv = ["-m", "mpi4py", "-m", "launch.rank", "config", os.path.abspath(run_dir)]
         rank_argv += ["--resume"] if resume else []
+    elif module:
+        rank_argv = ["-m", "mpi4py", "-m", "launch.rank", "module", module] + list(args)
     else:
         rank_argv = ["-m", "mpi4py", "-m", "launch.rank", "script", os.path.abspath(target)] + list(args)
-    io_dir = runner.io_dir_placeholder() if dry_run else runner.make_io_dir()
-    spec = mpi.LaunchSpec(nprocs=nprocs, rank_argv=rank_argv, env=rank_env, hostfile=hostfile, hosts=hosts,
-                          timeout=timeout, io_dir=io_dir)
+    spec = mpi.LaunchSpec(nprocs=nprocs, rank_argv=rank_argv, env=rank_env, hosts=hosts, timeout=timeout,
+                          **placement)
     argv, launcher_env = mpi.build_command(spec, mpiexec, dialect)
     if dry_run:
         prefix = [f"{k}={v}" for k, v in launcher_env.items()]
         print(shlex.join((["env"] + prefix if prefix else []) + argv))
+        for line in _env_notes(spec, dialect, launcher_env):
+            print(line)
         print(f"# placeholder: {io_dir} stands for the temporary directory dtrun creates at launch for "
               "the ranks' output files (dtrun reads them, prints each line prefixed with its rank, and "
               "removes the directory after the job)")
@@ -116,10 +133,42 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
             print(f"dtrun: {nprocs} ranks, run directory {run_dir}", flush=True)
         if not is_config:
             _warm_numba_cache()
-        return runner.run(argv, launcher_env, nprocs, dialect, io_dir, timeout=timeout,
-                          local=not (hostfile or hosts))
+        return runner.run(argv, launcher_env, nprocs, io_dir, timeout=timeout,
+                          hosts=[h for h, _ in hosts] if hosts else None)
     finally:
         runner.remove_io_dir(io_dir)
+
+
+def _host_list(hosts, hostfile):
+    """[(host, slots or None)] from --hosts or --hostfile; None for this machine only."""
+    if hosts and hostfile:
+        raise mpi.LaunchError("give --hosts or --hostfile, not both")
+    if hosts:
+        return mpi.parse_hosts(hosts)
+    if hostfile:
+        return mpi.read_hostfile(hostfile)
+    return None
+
+
+def _env_notes(spec, dialect, launcher_env):
+    """--dry-run: every variable dtrun sets or forwards, as comment lines."""
+    env = dict(mpi.transport_env(spec), **spec.env)
+    notes = ["# environment set on every rank: " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())]
+    if dialect == mpi.MPICH:
+        names = sorted(os.environ)
+        notes.append(f"# forwarded to every rank: dtrun's whole environment (Hydra's default), {len(names)} "
+                     "variables: " + " ".join(names))
+    else:
+        fwd = mpi.forwarded(env)
+        notes.append("# forwarded to every rank (-x NAME): " +
+                     " ".join(shlex.quote(f"{k}={os.environ[k]}") for k in fwd))
+    notes.append("# set by launch.rank in each rank before your code runs: RANK WORLD_SIZE LOCAL_RANK "
+                  "LOCAL_WORLD_SIZE NODE_RANK MASTER_ADDR MASTER_PORT (from " +
+                  ("PMI_RANK, PMI_SIZE, PMI_HOSTNAME" if dialect == mpi.MPICH else
+                   "OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, PMIX_HOSTNAME") + " and the hosts of all ranks)")
+    if launcher_env:
+        notes.append("# set for mpiexec itself: " + " ".join(f"{k}={v}" for k, v in launcher_env.items()))
+    return notes
 
 
 def _run_dir_note(run_dir, resume, dir_given):
@@ -136,14 +185,6 @@ def _in_process_failure(exc):
     is_exit = isinstance(exc, SystemExit)
     runner.write_rank_failure(0, describe(exc), [] if is_exit else traceback_lines(exc))
     return exc.code if is_exit and isinstance(exc.code, int) else 1
-
-
-def _count_hosts(path):
-    try:
-        with open(path) as f:
-            return max(1, sum(1 for line in f if line.strip() and not line.lstrip().startswith("#")))
-    except OSError:
-        return 1
 
 
 def _warm_numba_cache():

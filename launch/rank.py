@@ -1,11 +1,14 @@
 """What each rank runs: `python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS...)`.
 
-`python -m mpi4py` turns an uncaught exception or a non-zero `sys.exit` into `MPI_Abort`,
-so one failing rank ends the job instead of leaving the others waiting. This module adds
-control lines (starting with CONTROL) on stderr that the launcher reads and hides: the
-rank's pid (to name a rank killed by a signal) and why the rank failed, with its traceback.
-The launcher prints that report once; the rank then exits with status 1 without printing
-the traceback (and launcher frames) a second time.
+Before the user's code runs, each rank sends its stdout/stderr into the job's output directory
+(DTRUN_IO_DIR/rank<R>.out|err, the same layout under every MPI) and sets torchrun's variables
+(RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT).
+An uncaught exception or a non-zero `sys.exit` calls `MPI_Abort` at once, so one failing rank
+ends the job instead of leaving the others waiting. Control lines (starting with CONTROL) on
+stderr, which the launcher reads and hides, carry the rank's pid and host (to name a rank killed
+by a signal) and why the rank failed, with its traceback; the launcher prints that report once.
+Other parts of disttrain may send `blame {json}` (see `launch.runner.Job.control`) to say which
+rank is at fault when the reporter is not.
 """
 import os
 import runpy
@@ -46,9 +49,73 @@ def describe(exc):
     return text[0] if text else type(exc).__name__
 
 
+def hostname():
+    """This rank's host as the MPI names it (the name in the host list), else the machine's."""
+    import socket
+    return os.environ.get("PMI_HOSTNAME") or os.environ.get("PMIX_HOSTNAME") or socket.gethostname()
+
+
+def redirect_output(io_dir, rank):
+    """Send this process's fd 1 and 2 to the job's output files, named by rank, so the launcher reads
+    the same layout under every MPI. Returns False (output stays with mpiexec) where the directory
+    does not exist on this host."""
+    if not io_dir or not os.path.isdir(io_dir):
+        return False
+    for fd, kind in ((1, "out"), (2, "err")):
+        target = os.open(os.path.join(io_dir, f"rank{rank}.{kind}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(target, fd)
+        os.close(target)
+    return True
+
+
+def set_torchrun_env(rank, size, local_rank, local_size, node_rank, master_addr):
+    """torchrun's variables, for code written against them."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(local_rank),
+                      LOCAL_WORLD_SIZE=str(local_size), NODE_RANK=str(node_rank), MASTER_ADDR=master_addr)
+    os.environ.setdefault("MASTER_PORT", "29500")
+
+
+def layout(hosts, rank):
+    """(local_rank, local_size, node_rank) of `rank` from every rank's host name, in rank order;
+    nodes are numbered in the order their first rank appears."""
+    mine = hosts[rank]
+    nodes = list(dict.fromkeys(hosts))
+    return hosts[:rank].count(mine), hosts.count(mine), nodes.index(mine)
+
+
+def _world():
+    """(rank, size, every rank's host) from MPI, which `python -m mpi4py` has initialized."""
+    try:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+        return comm.Get_rank(), comm.Get_size(), comm.allgather(hostname())
+    except Exception:   # no MPI (run by hand): one process
+        return rank_from_env(), 1, [hostname()]
+
+
+def abort(status):
+    """End the whole job now with `status`. MPI_Abort may return (a rank cut off from mpiexec), so
+    this process ends itself afterwards either way."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    try:
+        from mpi4py import MPI
+        MPI.COMM_WORLD.Abort(status)
+    except Exception:
+        pass
+    os._exit(status)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    control(f"pid {os.getpid()}")
+    rank = rank_from_env()
+    redirect_output(os.environ.get("DTRUN_IO_DIR"), rank)
+    control(f"pid {os.getpid()} host {hostname()}")
+    rank, size, hosts = _world()
+    set_torchrun_env(rank, size, *layout(hosts, rank), master_addr=hosts[0])
     try:
         if argv and argv[0] == "config":
             from disttrain.training.job import run_from_run_dir
@@ -58,22 +125,26 @@ def main(argv=None):
             sys.argv = [path] + argv[2:]
             sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
             runpy.run_path(path, run_name="__main__")
+        elif argv and argv[0] == "module" and len(argv) > 1:
+            sys.argv = [argv[1]] + argv[2:]
+            sys.path.insert(0, os.getcwd())
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
         else:
-            raise SystemExit("usage: python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS...)")
+            raise SystemExit("usage: python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS... "
+                             "| module NAME ARGS...)")
     except SystemExit as exc:
         if exc.code in (None, 0):
             control("done")
             raise
-        if report_failure(exc) and not isinstance(exc.code, int):
-            raise SystemExit(1) from None      # the launcher prints the message
+        if report_failure(exc):
+            abort(exc.code if isinstance(exc.code, int) and 0 < exc.code < 256 else 1)
         raise
     except KeyboardInterrupt as exc:
         control(f"failed {describe(exc)}")
         raise
     except BaseException as exc:
         if report_failure(exc, with_traceback=True):
-            # mpi4py still aborts the job (status 1); Python prints no second, noisier traceback
-            raise SystemExit(1) from None
+            abort(1)        # every rank stops now; Python prints no second, noisier traceback
         raise
     control("done")      # a rank that ends early and cleanly is not the one that failed
 
@@ -88,7 +159,7 @@ def report_failure(exc, with_traceback=False):
     if with_traceback:
         for line in traceback_lines(exc):
             control(f"tb {line}")
-    time.sleep(0.3)
+    time.sleep(0.1)      # let the launcher read the report before the abort tears the job down
     return True
 
 

@@ -1,9 +1,12 @@
 """Running mpiexec: per-rank output with whole-line `[rank]` prefixes, failure reports,
 a wall-time watchdog and Ctrl-C that stops every rank."""
+import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -105,19 +108,36 @@ class Job:
     def __init__(self, nprocs, term):
         self.nprocs = nprocs
         self.term = term
-        self.pids = {}            # rank -> pid, from the ranks' control lines
+        self.pids = {}            # pid -> rank, from the ranks' control lines (ranks on this machine)
+        self.host_pids = {}       # (host, pid) -> rank, every rank
+        self.hosts = {}           # rank -> host it runs on
+        self.blames = []          # (rank that reported, blame dict), in the order they arrived
         self.failures = []        # (time, rank, why), in the order they arrived
         self.quiet = False
         self.tracebacks = {}      # rank -> traceback lines sent as control lines
         self.done = set()         # ranks whose code returned normally
+
+    def failures_of(self, rank):
+        return next((why for _, r, why in self.failures if r == rank), None)
 
     def reported(self, rank):
         return any(r == rank for _, r, _ in self.failures)
 
     def control(self, rank, message):
         kind, _, rest = message.partition(" ")
-        if kind == "pid" and rest.isdigit():
-            self.pids[int(rest)] = rank
+        if kind == "pid":                   # "pid 1234 host h1"
+            words = rest.split()
+            if words and words[0].isdigit():
+                host = words[2] if len(words) >= 3 and words[1] == "host" else None
+                if _is_rank_process(int(words[0])):     # on this machine (or a namespace "host" of it)
+                    self.pids[int(words[0])] = rank
+                if host is not None:
+                    self.hosts[rank] = host
+                    self.host_pids[(host, int(words[0]))] = rank
+        elif kind == "blame":
+            blame = parse_blame(rest, rank)
+            if blame:
+                self.blames.append((rank, blame))
         elif kind == "failed":
             self.failures.append((time.monotonic(), rank, rest))
         elif kind == "done":
@@ -130,6 +150,31 @@ class Job:
             self.term.end_progress()
 
 
+def parse_blame(text, reporter):
+    """`blame {"ranks": [1], "hosts": ["h1"], "reason": "stalled", "by": 0, "message": "..."}`: a rank
+    saying which ranks are at fault (e.g. the stall detector naming the rank that never arrived).
+    Returns the dict with checked types, or None for a malformed line."""
+    try:
+        data = json.loads(text)
+        ranks = [int(r) for r in data.get("ranks", [])]
+        hosts = [str(h) for h in data.get("hosts", [])]
+        by = int(data.get("by", reporter))
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if not ranks and not hosts:
+        return None
+    return dict(ranks=ranks, hosts=hosts, reason=str(data.get("reason") or "failed"), by=by,
+                message=str(data.get("message") or ""))
+
+
+def _is_rank_process(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"launch.rank" in f.read()
+    except OSError:
+        return False
+
+
 def _alive(pid):
     """False once a (local) process has exited, zombie included."""
     try:
@@ -140,26 +185,61 @@ def _alive(pid):
 
 
 class DeathWatch(threading.Thread):
-    """Notes which local rank exits first. Hydra's 'BAD TERMINATION' banner may name any of the
-    ranks it killed during cleanup; the first to vanish is the one that failed."""
+    """Notes which rank exits first, among the ranks whose processes this machine can see (all of a
+    one-host job; namespace "hosts" too). Hydra's 'BAD TERMINATION' banner may name any of the ranks
+    it killed during cleanup; the first to vanish is the one that failed. When every rank of one host
+    of several vanishes at once, that host was lost (mpiexec then only says a connection closed)."""
 
     def __init__(self, job, interval=0.005):
         super().__init__(daemon=True)
         self.job, self.interval = job, interval
         self.first_dead = None
+        self.lost_host = None
         self.stop_flag = threading.Event()
 
     def run(self):
         if not os.path.isdir("/proc"):
             return
-        while not self.stop_flag.is_set() and self.first_dead is None:
-            dead = [rank for pid, rank in list(self.job.pids.items())
-                    if rank not in self.job.done and not _alive(pid)]
-            if len(dead) == 1 and len(self.job.pids) == self.job.nprocs:
-                self.first_dead = dead[0]
-            elif dead:
-                return          # several at once: cannot tell; the banner decides
-            self.stop_flag.wait(self.interval)
+        fds = {}                # pid -> pidfd, which turns readable the moment the process ends
+        poller = select.poll() if hasattr(os, "pidfd_open") else None
+        try:
+            while not self.stop_flag.is_set():
+                if poller is not None:
+                    for pid in list(self.job.pids):
+                        if pid not in fds:
+                            try:
+                                fds[pid] = os.pidfd_open(pid)
+                                poller.register(fds[pid], select.POLLIN)
+                            except OSError:
+                                fds[pid] = None
+                    poller.poll(self.interval * 10 * 1000)
+                else:
+                    self.stop_flag.wait(self.interval)
+                self._check()
+        finally:
+            for fd in fds.values():
+                if fd is not None:
+                    os.close(fd)
+
+    def _dead(self):
+        return [rank for pid, rank in list(self.job.pids.items())
+                if rank not in self.job.done and not _alive(pid)]
+
+    def _check(self, settle=0.05):
+        first = self._dead()
+        if not first:
+            return
+        if len(first) == 1:
+            self.first_dead = first[0]
+        # A lost host's processes die within moments of each other (kill -9 goes one pid at a time):
+        # wait a little, then see whether the first deaths were the whole of one host.
+        time.sleep(settle)
+        dead, hosts = set(self._dead()), self.job.hosts
+        for host in set(hosts.values()):
+            on_host = {r for r, h in hosts.items() if h == host}
+            if len(on_host) < len(hosts) and set(first) <= on_host <= dead:
+                self.lost_host = host
+        self.stop_flag.set()
 
 
 def _signal_group(proc, sig):
@@ -189,14 +269,17 @@ def stop(proc, grace=3.0):
     _signal_group(proc, signal.SIGKILL)
 
 
-def _rank_from_mpiexec_output(text, pids):
+def _rank_from_mpiexec_output(text, pids, host_pids=None):
+    host_pids = host_pids or {}
     m = re.search(r"process rank (\d+)", text)          # Open MPI
     if m:
         return int(m.group(1))
     m = re.search(r"RANK (\d+) PID", text)               # newer Hydra banners
     if m:
         return int(m.group(1))
-    for pid in re.findall(r"PID (\d+) RUNNING AT", text):  # Hydra banner
+    for pid, host in re.findall(r"PID (\d+) RUNNING AT (\S+)", text):  # Hydra banner
+        if (host, int(pid)) in host_pids:
+            return host_pids[(host, int(pid))]
         if int(pid) in pids:
             return pids[int(pid)]
     return None
@@ -242,10 +325,27 @@ def _traceback_tail(lines):
 
 
 
-def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
+def _die_with_parent():
+    """In mpiexec's child before exec: SIGTERM it when dtrun dies, even by SIGKILL, so mpiexec tears
+    the job down on every host instead of running on unsupervised (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG
+        if os.getppid() == 1:                       # dtrun already gone
+            os.kill(os.getpid(), signal.SIGTERM)
+    except Exception:
+        pass
+
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
     """Run mpiexec to completion; return the exit status dtrun should exit with.
 
-    ``local``: every rank runs on this machine (no host list), so their pids can be watched."""
+    ``hosts``: the host names of a multi-host job; None: every rank runs on this machine, so their
+    pids can be watched."""
     term = Terminal()
     job = Job(nprocs, term)
     env = dict(os.environ)
@@ -254,12 +354,12 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
     for rank in range(nprocs):
         for i, kind in ((0, "out"), (1, "err")):
             streams.append(RankStream(
-                rank, kind, (lambda r=rank, i=i: mpi.rank_output_paths(io_dir, dialect, r)[i]), term, job))
+                rank, kind, (lambda r=rank, i=i: mpi.rank_output_paths(io_dir, r)[i]), term, job))
     mpiexec_log = tempfile.TemporaryFile()
     start = time.monotonic()
     try:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     except OSError as exc:
         raise mpi.LaunchError(f"cannot start {argv[0]}: {exc}") from None
 
@@ -272,17 +372,17 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
 
             def announce_and_stop():
                 # not in the handler itself: it runs in the main thread, which may hold term's lock
-                term.line("dtrun: interrupted; stopping all ranks", sys.stderr)
+                term.line(f"dtrun: {_signal_name(signum)}: stopping all ranks" if signum != signal.SIGINT
+                          else "dtrun: interrupted; stopping all ranks", sys.stderr)
                 stop(proc)
             threading.Thread(target=announce_and_stop, daemon=True).start()
         else:   # a second Ctrl-C: no more patience
             _signal_group(proc, signal.SIGKILL)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     first_failure_seen = None
     watch = DeathWatch(job)
-    if local:
-        watch.start()
+    watch.start()
     try:
         while True:
             for s in streams:
@@ -296,23 +396,26 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
                 job.quiet = True
                 term.line(f"dtrun: the job exceeded --timeout {timeout:g} s; stopping all ranks", sys.stderr)
                 threading.Thread(target=stop, args=(proc,), daemon=True).start()
-            # A rank reported a failure: mpi4py aborts the job; make sure it ends soon.
-            if job.failures and stopping["why"] is None:
+            # A rank reported a failure and called MPI_Abort: make sure the job ends soon even if
+            # the abort did not reach every rank.
+            if (job.failures or job.blames) and stopping["why"] is None:
                 if first_failure_seen is None:
                     first_failure_seen = now
-                elif now - first_failure_seen > 10:
+                elif now - first_failure_seen > FAILURE_GRACE_S:
                     stopping["why"] = "failure"
+                    job.quiet = True
                     threading.Thread(target=stop, args=(proc,), daemon=True).start()
             time.sleep(POLL_S)
         for s in streams:
             s.poll(final=True)
     finally:
-        watch.stop_flag.set()
         for s, h in old.items():
             signal.signal(s, h)
         for s in streams:
             s.close()
         term.end_progress()
+    watch.join(timeout=0.5)         # it may be settling on who died first
+    watch.stop_flag.set()
     mpiexec_log.seek(0)
     mpiexec_text = mpiexec_log.read().decode("utf-8", "replace")
     mpiexec_log.close()
@@ -325,45 +428,108 @@ def run(argv, launcher_env, nprocs, dialect, io_dir, timeout=None, local=True):
     if stopping["why"] == "timeout" or (timeout and elapsed >= timeout and "timeout" in mpiexec_text.lower()):
         sys.stderr.write(f"dtrun: job stopped after {elapsed:.1f} s (--timeout {timeout:g}).\n")
         return 124
-    report_failure(job, streams, mpiexec_text, rc, watch.first_dead)
-    return rc if rc and rc > 0 else 1
+    return report_failure(job, streams, mpiexec_text, rc, watch.first_dead, watch.lost_host)
 
 
-def report_failure(job, streams, mpiexec_text, rc, first_dead=None):
+FAILURE_GRACE_S = 3.0
+
+
+def _banner_signal(text):
+    """The signal mpiexec says a rank died of: Hydra 'EXIT STRING: Killed (signal 9)' or 'KILLED BY
+    SIGNAL: 9', Open MPI 'exited on signal 9 (Killed)'."""
+    m = re.search(r"(?:KILLED BY SIGNAL:|exited on signal|\(signal) (\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def _ranks(ranks):
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+
+def _who(job, ranks, hosts=()):
+    """'rank 1 (host h1)', 'ranks 2, 3 (host h1)' ..."""
+    ranks = list(ranks)
+    hosts = list(hosts) or list(dict.fromkeys(job.hosts[r] for r in ranks if r in job.hosts))
+    text = _ranks(ranks) if ranks else ""
+    if hosts:
+        where = ("host " if len(hosts) == 1 else "hosts ") + ", ".join(hosts)
+        text = f"{text} ({where})" if text else where
+    return text
+
+
+def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=None):
+    """Print why the job failed, naming the rank at fault (and its host); return dtrun's exit status."""
     err = {s.rank: s for s in streams if s.kind == "err"}
+    out = sys.stderr
+    flat = " ".join(mpiexec_text.split())         # Open MPI wraps its messages
+    status = rc if rc and rc > 0 else 1
+    sig = _banner_signal(flat)
+    if job.blames:                                # a rank named who is at fault: believe it, not the reporter
+        reporter, b = job.blames[0]
+        out.write(f"dtrun: {_who(job, b['ranks'], b['hosts'])} {b['reason']}" +
+                  (f": {b['message']}" if b["message"] else "") + f"; reported by rank {b['by']}\n")
+        for r in b["ranks"]:
+            if job.tracebacks.get(r):
+                write_rank_failure(r, job.failures_of(r), job.tracebacks[r], out=out, headline=False)
+        out.write(f"dtrun: job ended (mpiexec exit status {rc}).\n")
+        out.flush()
+        return status
     if job.failures:
         _, rank, why = sorted(job.failures)[0]
     else:
         rank = _rank_from_abort_lines(err.values())
         if rank is None:
-            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids)
-        m = re.search(r"(?:KILLED BY SIGNAL|signal):? (\d+)", mpiexec_text)
-        code = re.search(r"EXIT CODE: (\d+)", mpiexec_text)
-        if m:
-            why = f"killed by {_signal_name(int(m.group(1)))}"
+            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids, job.host_pids)
+        code = re.search(r"EXIT CODE: (\d+)", flat)
+        if lost_host and sig is None and code is None:
+            ranks = [r for r, h in sorted(job.hosts.items()) if h == lost_host]
+            out.write(f"dtrun: lost host {lost_host}" + (f" and its {_ranks(ranks)}" if ranks else "") +
+                      " (host down, unreachable, or every process on it killed); mpiexec said:\n")
+            out.write("".join(f"  {l}\n" for l in mpiexec_text.strip().splitlines()[-TAIL_LINES:]))
+            out.flush()
+            return status
+        if sig is None and code and rank is not None and not job.reported(rank) and rank not in job.done \
+                and 0 < int(code.group(1)) < 65:
+            # a remote Hydra proxy reports a rank killed by signal N as 'EXIT CODE: N'; a rank that
+            # exits by itself says why first (launch.rank), so one that said nothing was killed
+            sig = int(code.group(1))
+        if sig is not None:
+            why = f"killed by {_signal_name(sig)}"
+            status = 128 + sig
         elif code:
             why = f"exit code {code.group(1)}"
         else:
             why = f"mpiexec exit status {rc}"
-    out = sys.stderr
+    if rank is None and len(set(job.hosts.values())) > 1 and sig is None and code is None:
+        by_host = {}
+        for r, h in sorted(job.hosts.items()):
+            by_host.setdefault(h, []).append(r)
+        out.write("dtrun: the job failed: mpiexec lost contact with a host (" +
+                  "; ".join(f"{h}: {_ranks(rs)}" for h, rs in by_host.items()) +
+                  "): a host went down or became unreachable, or every process on it was killed; mpiexec said:\n")
+        out.write("".join(f"  {l}\n" for l in mpiexec_text.strip().splitlines()[-TAIL_LINES:]))
+        out.flush()
+        return status
     if rank is None:
         out.write(f"dtrun: the job failed ({why}); mpiexec said:\n")
         out.write("".join(f"  {l}\n" for l in mpiexec_text.strip().splitlines()[-TAIL_LINES:]))
-        return
+        return status
+    who = _who(job, [rank])
     if job.tracebacks.get(rank):
-        write_rank_failure(rank, why, job.tracebacks[rank], out=out)
+        write_rank_failure(rank, why, job.tracebacks[rank], out=out, who=who)
     else:
         write_rank_failure(rank, why, _traceback_tail(err[rank].lines) if rank in err else [],
-                           heading=f"dtrun: rank {rank} stderr (last lines):", out=out)
+                           heading=f"dtrun: rank {rank} stderr (last lines):", out=out, who=who)
     out.write(f"dtrun: all {job.nprocs} ranks were stopped.\n")
     out.flush()
+    return status
 
 
-def write_rank_failure(rank, why, lines, heading=None, out=None):
-    """`dtrun: rank R failed: WHY` and the rank's traceback (or last stderr lines), the same
+def write_rank_failure(rank, why, lines, heading=None, out=None, who=None, headline=True):
+    """`dtrun: rank R (host H) failed: WHY` and the rank's traceback (or last stderr lines), the same
     report for a rank under mpiexec and for `-n 1` in this process."""
     out = out or sys.stderr
-    out.write(f"dtrun: rank {rank} failed: {why}\n")
+    if headline:
+        out.write(f"dtrun: {who or f'rank {rank}'} failed: {why}\n")
     if lines:
         out.write((heading or f"dtrun: rank {rank}'s traceback:") + "\n")
         out.write("".join(f"  [{rank}] {line}\n" for line in lines))
@@ -374,12 +540,37 @@ IO_DIR_PREFIX = "dtrun-io-"
 
 
 def make_io_dir():
-    return tempfile.mkdtemp(prefix=IO_DIR_PREFIX)
+    """A fresh directory for the ranks' output, named with dtrun's pid; directories of earlier
+    dtruns that were killed before they could remove theirs are removed here."""
+    clean_stale_io_dirs()
+    return tempfile.mkdtemp(prefix=f"{IO_DIR_PREFIX}{os.getpid()}-")
+
+
+def clean_stale_io_dirs():
+    tmp = tempfile.gettempdir()
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        m = re.match(re.escape(IO_DIR_PREFIX) + r"(\d+)-", name)
+        if m and not _pid_exists(int(m.group(1))):
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+
+def _pid_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def io_dir_placeholder():
     """What --dry-run shows for make_io_dir()'s directory, which only exists once a job runs."""
-    return os.path.join(tempfile.gettempdir(), IO_DIR_PREFIX + "XXXXXX")
+    return os.path.join(tempfile.gettempdir(), IO_DIR_PREFIX + "PID-XXXXXXXX")
 
 
 def remove_io_dir(path):
