@@ -368,6 +368,7 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
     def on_signal(signum, frame):
         if stopping["why"] is None:
             stopping["why"] = "interrupted"
+            stopping["signal"] = signum
             job.quiet = True
 
             def announce_and_stop():
@@ -424,7 +425,7 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
     if rc == 0 and stopping["why"] is None:
         return 0
     if stopping["why"] == "interrupted":
-        return 130
+        return 128 + stopping["signal"]         # 130 for Ctrl-C, as shells report it
     if stopping["why"] == "timeout" or (timeout and elapsed >= timeout and "timeout" in mpiexec_text.lower()):
         sys.stderr.write(f"dtrun: job stopped after {elapsed:.1f} s (--timeout {timeout:g}).\n")
         return 124
