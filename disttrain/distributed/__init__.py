@@ -15,6 +15,7 @@ from .collectives import (
     iall_reduce, ibroadcast, iall_gather, ireduce_scatter, ibarrier,
 )
 from .progress import Work
+from .collective_check import CollectiveMismatchError
 from .ddp import DistributedDataParallel, ModelMismatchError
 from .comm_hooks import GradBucket, allreduce_hook, fp16_compress_hook, bf16_compress_hook
 from .timeline import Timeline
@@ -24,7 +25,7 @@ __all__ = [
     "init", "is_initialized", "destroy_process_group", "default_group", "get_rank", "get_world_size",
     "get_local_rank", "get_local_world_size", "get_backend", "ProcessGroup",
     "ReduceOp", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier",
-    "iall_reduce", "ibroadcast", "iall_gather", "ireduce_scatter", "ibarrier", "Work",
+    "iall_reduce", "ibroadcast", "iall_gather", "ireduce_scatter", "ibarrier", "Work", "CollectiveMismatchError",
     "DistributedDataParallel", "ModelMismatchError", "GradBucket", "allreduce_hook",
     "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks",
 ]

@@ -9,6 +9,7 @@ return new arrays. Every wait is watched by the stall detector.
 import numpy as np
 
 from ..autograd.tensor import Tensor
+from .collective_check import descriptor
 from .communicator import check_op
 from .process_group import default_group
 
@@ -62,7 +63,8 @@ def all_reduce(x, op="sum", async_op=False, group=None):
         return x
 
     work = group.engine.submit(f"all_reduce[{op}] {arr.shape}",
-                               lambda: comm.iallreduce(arr, "sum" if op == "avg" else op), finish)
+                               lambda: comm.iallreduce(arr, "sum" if op == "avg" else op), finish,
+                               desc=descriptor("all_reduce", op, arr))
     return _finish(work, async_op)
 
 
@@ -74,7 +76,8 @@ def broadcast(x, src=0, async_op=False, group=None):
     arr = _array(x, "broadcast", group, inplace=True)
     comm = group.comm
     work = group.engine.submit(f"broadcast {arr.shape} from {src}",
-                               lambda: comm.ibcast(arr, src), lambda: x)
+                               lambda: comm.ibcast(arr, src), lambda: x,
+                               desc=descriptor("broadcast", None, arr, src))
     return _finish(work, async_op)
 
 
@@ -85,7 +88,8 @@ def all_gather(x, async_op=False, group=None):
     out = np.empty((group.size,) + arr.shape, arr.dtype)
     comm = group.comm
     work = group.engine.submit(f"all_gather {arr.shape}",
-                               lambda: comm.iallgather(arr, out), lambda: _wrap(x, out))
+                               lambda: comm.iallgather(arr, out), lambda: _wrap(x, out),
+                               desc=descriptor("all_gather", None, arr))
     return _finish(work, async_op)
 
 
@@ -110,14 +114,14 @@ def reduce_scatter(x, op="sum", async_op=False, group=None):
 
     work = group.engine.submit(f"reduce_scatter[{op}] {arr.shape}",
                                lambda: comm.ireduce_scatter(arr, out, "sum" if op == "avg" else op),
-                               finish)
+                               finish, desc=descriptor("reduce_scatter", op, arr))
     return _finish(work, async_op)
 
 
 def barrier(async_op=False, group=None):
     group = group or default_group()
     comm = group.comm
-    return _finish(group.engine.submit("barrier", comm.ibarrier), async_op)
+    return _finish(group.engine.submit("barrier", comm.ibarrier, desc=descriptor("barrier")), async_op)
 
 
 def iall_reduce(x, op="sum", group=None):

@@ -8,6 +8,8 @@ the communication thread or the caller -- is `progress.py`'s business.
 
 Arrays travel through mpi4py's buffer (upper-case) API: no pickling.
 """
+import socket
+
 import numpy as np
 
 OPS = ("sum", "avg", "max", "min")
@@ -36,7 +38,8 @@ def check_op(op):
 
 
 class Communicator:
-    """One group of ranks. ``rank``/``size`` in the group, ``local_*`` on this machine."""
+    """One group of ranks. ``rank``/``size`` in the group, ``local_*`` on this machine,
+    ``hosts[r]``: the host name of rank r (for reports that name hosts)."""
 
     backend = "none"
     rank = 0
@@ -78,6 +81,9 @@ class SingleProcessCommunicator(Communicator):
     """The group of one: every collective is the identity (a copy where shapes change)."""
 
     backend = "single"
+
+    def __init__(self):
+        self.hosts = [socket.gethostname()]
 
     def iallreduce(self, buf, op):
         return DONE
@@ -133,10 +139,20 @@ class MPICommunicator(Communicator):
         self.local_rank = local.Get_rank()
         self.local_size = local.Get_size()
         local.Free()
+        self.hosts = self._gather_hosts(base)
         self.thread_level_multiple = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         self._sends = []      # (request, buffer) pairs of side-channel sends still in flight
         self._status = MPI.Status()
+
+    def _gather_hosts(self, base, width=64):
+        """Every rank's processor (host) name, through one fixed-size allgather at init."""
+        name = self.MPI.Get_processor_name().encode("utf-8", "replace")[:width]
+        mine = np.zeros(width, np.uint8)
+        mine[:len(name)] = np.frombuffer(name, np.uint8)
+        table = np.empty((self.size, width), np.uint8)
+        base.Allgather(mine, table)
+        return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in table]
 
     def iallreduce(self, buf, op):
         if buf.size == 0:
@@ -178,4 +194,6 @@ class MPICommunicator(Communicator):
         return out
 
     def abort(self, code=1):
+        # May RETURN (MPICH, when this host's proxy cannot reach mpiexec): callers go
+        # through abort.abort_job, which ends the process then.
         self.MPI.COMM_WORLD.Abort(code)

@@ -13,7 +13,8 @@ import sys
 
 from .communicator import MPICommunicator, SingleProcessCommunicator
 from .progress import ProgressEngine, resolve_wait_mode
-from .stall import StallDetector, default_timeout
+from .stall import StallDetector, default_abort, default_timeout
+from .collective_check import CollectiveChecker, mode_from
 from . import abort as _abort
 from . import threads as _threads
 
@@ -60,8 +61,8 @@ def _launched_by_mpi():
     return False
 
 
-def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default", stall_abort=False,
-         limit_threads=True, abort_on_error=True):
+def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default", stall_abort=None,
+         limit_threads=True, abort_on_error=True, check_collectives=None):
     """Initialise the default process group (idempotent: a second call returns the first group).
 
     backend: ``"mpi"``, ``"single"`` or None (detect). progress: ``"thread"``
@@ -70,7 +71,11 @@ def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default"
     DISTTRAIN_PROGRESS. wait_mode: ``"auto"``/``"spin"``/``"sleep"``; env
     DISTTRAIN_WAIT_MODE. stall_timeout: seconds before a waiting collective
     is reported (default 60, env DISTTRAIN_STALL_TIMEOUT; None disables);
-    stall_abort: abort the job after reporting.
+    stall_abort: abort the job after reporting (default True, env
+    DISTTRAIN_STALL_ABORT=0 turns it off), so a deadlocked script ends.
+    check_collectives: verify before each collective that every rank calls
+    the same one (True: all, False: none, N: the first N; default "auto", the
+    first 64; env DISTTRAIN_CHECK_COLLECTIVES).
     """
     global _group
     if _group is not None:
@@ -91,13 +96,17 @@ def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default"
 
     if stall_timeout == "default":
         stall_timeout = default_timeout()
+    if stall_abort is None:
+        stall_abort = default_abort()
     stall = StallDetector(comm, stall_timeout, stall_abort) if comm.size > 1 else None
+    check = mode_from(check_collectives)
+    checker = CollectiveChecker(comm, check) if comm.size > 1 and check else None
 
     limits = {"blas": None, "numba": None}
     if comm.size > 1 and limit_threads and comm.local_size > 1:
         limits = _threads.limit_threads(comm.local_size)
-    engine = ProgressEngine(comm, threaded, wait, stall)
-    atexit.register(engine.close)
+    engine = ProgressEngine(comm, threaded, wait, stall, checker)
+    atexit.register(_close, engine, stall)
     if comm.size > 1 and abort_on_error:
         # Registered after engine.close, so its exit handler runs first (atexit is LIFO):
         # a dying rank aborts at once instead of first joining a thread stuck in MPI.
@@ -119,8 +128,14 @@ def destroy_process_group():
     """Stop the communication thread and forget the group (MPI itself stays up)."""
     global _group
     if _group is not None:
-        _group.engine.close()
+        _close(_group.engine, _group.stall)
         _group = None
+
+
+def _close(engine, stall):
+    if stall is not None and not engine._closed:
+        stall.goodbye()      # peers still waiting will report this rank "exited", not "not responding"
+    engine.close()
 
 
 def get_rank():

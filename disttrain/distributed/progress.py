@@ -32,6 +32,10 @@ and the waiter spins (the rank is blocked anyway). ``auto`` (default) is
 ``sleep`` when this machine's ranks outnumber its cores, else ``adaptive``
 with the thread and ``spin`` with hooks.
 
+Whatever the mode, a wait that has lasted `SPIN_LIMIT` seconds is no longer a
+normal wait but a suspected stall: from then on the waiter (and the thread)
+sleep-poll, so a rank left waiting for a dead or deadlocked peer does not
+burn its core for the minutes until the stall detector acts.
 """
 import collections
 import os
@@ -43,18 +47,21 @@ from .threads import cores
 WAIT_MODES = ("auto", "spin", "sleep", "adaptive")
 POLL_INTERVAL = 2e-4    # seconds between Test() calls in sleep mode
 _SLICE = 0.05           # how often a waiting rank answers stall queries
+SPIN_LIMIT = 1.0        # seconds of spinning before a wait sleep-polls (a suspected stall)
+STALLED_POLL = 2e-3     # seconds between Test() calls once a stall is suspected
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
 class Work:
     """Handle of one started (or queued) communication; ``wait()`` returns its result."""
 
-    __slots__ = ("engine", "label", "seq", "_start", "_finish", "_reqs", "_done",
+    __slots__ = ("engine", "label", "seq", "desc", "_start", "_finish", "_reqs", "_done",
                  "result", "error", "t_submit", "t_start", "t_end")
 
-    def __init__(self, engine, label, start, finish):
+    def __init__(self, engine, label, start, finish, desc=None):
         self.engine = engine
         self.label = label
+        self.desc = desc        # collective_check.descriptor(...) or None
         self.seq = -1
         self._start = start
         self._finish = finish
@@ -121,8 +128,10 @@ class ProgressEngine:
     (the ``_drive`` lock); MPI forbids two threads completing one request.
     """
 
-    def __init__(self, comm, threaded, wait_mode, stall):
+    def __init__(self, comm, threaded, wait_mode, stall, checker=None):
         self.comm = comm
+        self.checker = checker      # collective_check.CollectiveChecker or None
+        self._submitted = 0         # operations submitted (collective checks not counted)
         self.threaded = threaded
         self.wait_mode = wait_mode
         self.stall = stall
@@ -140,13 +149,24 @@ class ProgressEngine:
             self._thread.start()
 
     # -- submission ---------------------------------------------------------
-    def submit(self, label, start, finish=None, start_in_thread=False):
+    def submit(self, label, start, finish=None, start_in_thread=False, desc=None):
         """``start()`` -> request(s) is called in submission order; ``finish()`` -> result after completion.
 
         The operation starts now, in this thread, unless ``start_in_thread`` asks
         for the communication thread (with no thread it always starts here).
+        ``desc`` (`collective_check.descriptor`) says what the collective is, for
+        the collective check and the stall detector. With the check on, the
+        submitting thread first verifies it across ranks (a blocking allgather
+        through this engine, so it keeps its place in the order).
         """
-        w = Work(self, label, start, finish)
+        checker = self.checker
+        if checker is not None and checker.wants(self._submitted):
+            checker.check(self, self._seq + 1, desc, label)    # the check itself takes seq _seq
+        self._submitted += 1
+        return self.submit_unchecked(label, start, finish, start_in_thread, desc)
+
+    def submit_unchecked(self, label, start, finish=None, start_in_thread=False, desc=None):
+        w = Work(self, label, start, finish, desc)
         w.t_submit = time.perf_counter()
         queued = False
         with self._lock:
@@ -271,13 +291,20 @@ class ProgressEngine:
                 wake.wait()
                 continue
             self._start_queued()
-            if spin:
+            if spin and not self._suspected_stall():
                 self._drive_blocking()
             else:
                 self._drive_once()
                 # Sleep-poll: the rank's own computation keeps its core (each Test()
                 # is a few microseconds of MPI progress).
                 time.sleep(POLL_INTERVAL)
+
+    def _suspected_stall(self):
+        try:
+            t = self._inflight[0].t_start
+        except IndexError:
+            return False
+        return t is not None and time.perf_counter() - t > SPIN_LIMIT
 
     def close(self):
         self._closed = True
@@ -290,14 +317,14 @@ class ProgressEngine:
         self._start_queued()
 
     # -- waiting -----------------------------------------------------------------
-    def current_seq(self):
-        """Sequence number of the earliest unfinished operation (for stall replies)."""
+    def current_work(self):
+        """The earliest unfinished operation (what this rank waits in), or None."""
         for dq in (self._inflight, self._unstarted):
             try:
-                return dq[0].seq
+                return dq[0]
             except IndexError:
                 pass
-        return self._seq
+        return None
 
     def wait(self, w):
         """Drive the operations up to ``w`` from this thread until it completes."""
@@ -306,11 +333,12 @@ class ProgressEngine:
         timeout = stall.timeout if stall is not None else None
         next_report = t0 + timeout if timeout else None
         spin = self.wait_mode in ("spin", "adaptive")
+        poll = POLL_INTERVAL
         next_slice = t0 + _SLICE
         while not w._done:
             if self.threaded and self._unstarted:
                 self._wake.set()            # its start is the thread's job
-            self._drive_once(None if spin else POLL_INTERVAL)
+            self._drive_once(None if spin else poll)
             if w._done:
                 return
             if spin:
@@ -318,16 +346,18 @@ class ProgressEngine:
                 # core (another rank on a busy machine, our comm thread) go first.
                 _yield()
             else:
-                time.sleep(POLL_INTERVAL)
+                time.sleep(poll)
             now = time.perf_counter()
             if now < next_slice:
                 continue
             next_slice = now + _SLICE
+            if spin and now - t0 > SPIN_LIMIT:      # a suspected stall: stop spinning
+                spin, poll = False, STALLED_POLL
             if stall is None:
                 continue
-            stall.service(self.current_seq())
+            stall.service(self.current_work)
             if next_report is not None and now >= next_report:
-                stall.report(self._stalled_work(w), now - t0, self.current_seq)
+                stall.report(self._stalled_work(w), now - t0, self.current_work)
                 next_report = now + timeout
 
     def _stalled_work(self, w):
