@@ -10,7 +10,6 @@ on every rank at the same steps; rank 0 alone writes files, and never calls a co
 doing so.
 """
 import contextlib
-import json
 import os
 import signal
 import time
@@ -20,8 +19,9 @@ import numpy as np
 from . import checkpoint as ckpt
 from .config import import_job_modules
 from .data import load_job_data
-from .metrics import MetricsWriter, truncate_after
+from .metrics import MetricsWriter, truncate_after, write_json
 from .models import build_model
+from .nonfinite import NonFiniteGuard
 from .progress import Progress, resolve_mode
 
 
@@ -113,10 +113,12 @@ def train(cfg, run_dir, resume=False):
     loss_fn = nn.CrossEntropyLoss()
 
     step, interval, best, last_eval, wall_before = 0, _Interval(), None, None, 0.0
+    guard = NonFiniteGuard(t.skip_nonfinite_steps)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    if resume:
-        step, interval, best, last_eval, wall_before = _resume(ckpt_dir, model, optimizer, schedule, world)
+    if resume:     # validated completely before anything in the run directory changes
+        step, interval, best, last_eval, wall_before, guard.skipped = _resume(
+            ckpt_dir, model, optimizer, schedule, world, cfg, len(data.x_train))
         if is_main:
             truncate_after(metrics_path, step)
     metrics = MetricsWriter(metrics_path, enabled=is_main)
@@ -155,6 +157,7 @@ def train(cfg, run_dir, resume=False):
             while step < total and step // spe == epoch:
                 dt.manual_seed(_seed_for(seed, rank, step))
                 lr = optimizer.param_groups[0]["lr"]
+                sums = [0.0, 0, 0, 0]
                 for micro in range(t.grad_accum_steps):
                     xb, yb = next(batches)
                     last = micro == t.grad_accum_steps - 1
@@ -162,13 +165,20 @@ def train(cfg, run_dir, resume=False):
                         logits = ddp(xb)
                         loss = loss_fn(logits, yb)
                         (loss * (1.0 / t.grad_accum_steps) if t.grad_accum_steps > 1 else loss).backward()
-                    interval.loss_sum += float(loss.item())
-                    interval.batches += 1
-                    interval.correct += int((logits.data.argmax(axis=1) == yb.data).sum())
-                    interval.samples += len(yb.data)
+                    value = float(loss.item())
+                    guard.observe_loss(step + 1, value)
+                    sums[0] += value
+                    sums[1] += 1
+                    sums[2] += int((logits.data.argmax(axis=1) == yb.data).sum())
+                    sums[3] += len(yb.data)
                 if ddp.last_sync_stats:
                     sync_s += ddp.last_sync_stats.get("wait_s", 0.0)
-                optimizer.step()
+                if guard.check(step + 1, model.parameters(), lr):     # the same verdict on every rank
+                    optimizer.step()
+                    interval.loss_sum += sums[0]
+                    interval.batches += sums[1]
+                    interval.correct += sums[2]
+                    interval.samples += sums[3]
                 optimizer.zero_grad()
                 if schedule is not None:
                     schedule.step()
@@ -179,11 +189,14 @@ def train(cfg, run_dir, resume=False):
                 if step % cfg.logging.log_interval == 0 or final:
                     sums = np.array(interval.state(), dtype=np.float64)
                     dist.all_reduce(sums, op="sum")
+                    guard.check_interval_sums(step, sums, lr)
                     now = time.perf_counter()
                     rate = steps_in_interval * samples_per_step * world / max(now - t_interval, 1e-9)
                     rec = {"kind": "train", "step": step, "epoch": (step - 1) // spe + 1,
                            "loss": sums[0] / sums[1], "accuracy": sums[2] / sums[3], "lr": lr,
                            "samples_per_s": rate, "sync_s": sync_s, "time": now - t_start}
+                    if guard.skip_limit:
+                        rec["skipped_steps"] = guard.skipped
                     metrics.write(rec)
                     progress.update(step, rec["loss"], rate)
                     if progress.mode == "plain":
@@ -205,13 +218,15 @@ def train(cfg, run_dir, resume=False):
                 if c.enabled and ((c.interval and step % c.interval == 0) or (not c.interval and end_of_epoch)
                                   or final):
                     per_rank_interval = interval.gather()      # on every rank, outside the rank-0 branch
+                    guard.check_interval_sums(step, per_rank_interval, lr)
                     if is_main:
                         ckpt.save(ckpt_dir, step, model, optimizer, {
                             "model_name": cfg.model.name, "world_size": world, "epoch": step // spe,
                             "position_in_epoch": (step % spe) * t.grad_accum_steps,
                             "schedule": schedule.state_dict() if schedule is not None else None,
                             "interval": per_rank_interval, "best_val_accuracy": best, "last_eval": last_eval,
-                            "seed": seed, "wall_time_s": wall_before + time.perf_counter() - t_start},
+                            "seed": seed, "wall_time_s": wall_before + time.perf_counter() - t_start,
+                            "skipped_steps": guard.skipped},
                         keep_last=c.keep_last)
                 _maybe_fault(rank, step)
             epoch += 1
@@ -227,9 +242,9 @@ def train(cfg, run_dir, resume=False):
                "final_val_loss": last_eval and last_eval["val_loss"],
                "final_val_accuracy": last_eval and last_eval["val_accuracy"], "best_val_accuracy": best,
                "wall_time_s": wall, "checkpoint": ckpt.latest(ckpt_dir) if cfg.checkpoint.enabled else None}
-    with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    if guard.skip_limit:
+        summary["skipped_steps"] = guard.skipped
+    write_json(os.path.join(run_dir, "summary.json"), summary)
     if summary["final_val_accuracy"] is not None:
         progress_line = (f"done: val_accuracy {100 * summary['final_val_accuracy']:.2f}% after {step} steps in "
                          f"{wall:.1f} s; run dir {run_dir}")
@@ -240,30 +255,16 @@ def train(cfg, run_dir, resume=False):
     return summary
 
 
-def _resume(ckpt_dir, model, optimizer, schedule, world):
+def _resume(ckpt_dir, model, optimizer, schedule, world, cfg, n_train):
     from .. import distributed as dist
-    # Every rank must read the same file: rank 0 chooses, the others follow.
-    found = np.array([-1], dtype=np.int64)
-    if dist.get_rank() == 0:
-        path = ckpt.latest(ckpt_dir)
-        if path is not None:
-            found[0] = ckpt.list_checkpoints(ckpt_dir)[-1][0]
-    dist.broadcast(found, src=0)
-    if found[0] < 0:
-        raise ckpt.CheckpointError(f"--resume: no checkpoint in {ckpt_dir}")
-    path = ckpt.path_for(ckpt_dir, int(found[0]))
-    arrays, optim_state, meta = ckpt.read(path)
-    ckpt.check_compatible(path, meta, model, world)
-    model.load_state_dict(arrays)
-    optimizer.load_state_dict(optim_state)
-    if schedule is not None and meta.get("schedule") is not None:
-        schedule.load_state_dict(meta["schedule"])
+    from .resume import load_and_validate, read_newest
+    # Rank 0 reads the newest checkpoint and broadcasts its bytes; every rank validates the same bytes.
+    path, data = read_newest(ckpt_dir)
+    meta = load_and_validate(path, data, model, optimizer, schedule, world, cfg, n_train)
     # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
     saved = meta["interval"]
-    if saved and not isinstance(saved[0], list):      # older checkpoints held rank 0's sums only
-        saved = [saved] + [None] * (world - 1)
     return (int(meta["step"]), _Interval(saved[dist.get_rank()]), meta.get("best_val_accuracy"),
-            meta.get("last_eval"), float(meta.get("wall_time_s", 0.0)))
+            meta.get("last_eval"), float(meta.get("wall_time_s", 0.0)), int(meta.get("skipped_steps", 0)))
 
 
 _FAULT = {}
