@@ -305,6 +305,9 @@ def validate(path, loaded, module, optimizer, schedule, world_size, *, total_ste
     if step > total_steps:
         fail(f"it is at step {step} but this job has only {total_steps} steps (train.epochs/max_steps); "
              "nothing is left to resume")
+    named = _NAME.match(os.path.basename(os.fspath(path)))
+    if named and int(named.group(1)) != step:
+        fail(f"its file name says step {int(named.group(1))} but it holds step {step}")
     spe = max(1, int(steps_per_epoch))
     for key, want in (("epoch", step // spe), ("position_in_epoch", (step % spe) * grad_accum_steps)):
         if key in meta and meta[key] != want:

@@ -273,7 +273,7 @@ def _check_type(where, section, k, value):
 
 def _parse_override(item):
     """'a.b=value' -> ('a', 'b', value); value in TOML syntax, or a bare word taken as a string."""
-    where = f"--set {item}"
+    where = f"--set {item}" if item.isprintable() else f"--set {item!r}"
     path, sep, text = item.partition("=")
     parts = path.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):

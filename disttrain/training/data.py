@@ -69,13 +69,16 @@ def load_job_data(d, seed, dtype="float32"):
     y = np.asarray(y)
     keyed = d.source == "npz"      # name the arrays too
     _check_inputs(X, f"{what} [x_key {d.x_key!r}]" if keyed else what, "training" if val is not None else "")
-    y = _check_labels(y, f"{what} [y_key {d.y_key!r}]" if keyed else what, len(X))
+    labels = f"{what} [y_key {d.y_key!r}]" if keyed else what
+    y = _check_labels(y, labels, len(X))
     if val is not None:
         xv, yv = np.asarray(val[0]), np.asarray(val[1])
         _check_inputs(xv, f"{what} (test split)", "test", allow_empty=True)
         if xv.shape[1:] != X.shape[1:]:
             raise DataError(f"{what}: test samples have shape {xv.shape[1:]}, training samples {X.shape[1:]}")
         val = xv, _check_labels(yv, f"{what} (test split)", len(xv))
+    # labels are checked as stored (sample numbers as in the file), before any split
+    num_classes = _num_classes(d, y, val[1] if val is not None else y[:0], labels)
     if val is None:
         X, y, xv, yv = dd.train_val_split(X, y, d.val_fraction, seed=seed)
     else:
@@ -86,7 +89,6 @@ def load_job_data(d, seed, dtype="float32"):
         xv, yv = xv[:d.max_val_samples], yv[:d.max_val_samples]
     if len(X) == 0:
         raise DataError(f"{what}: no training samples left")
-    num_classes = _num_classes(d, y, yv, what)
     X = X.astype(np.float64)
     xv = xv.astype(np.float64)
     if d.normalize == "standardize":
@@ -143,7 +145,7 @@ def _num_classes(d, y, yv, what):
     """[data] num_classes, or the largest label + 1 (bounded); every label must be below it."""
     top = int(max(y.max(), yv.max() if len(yv) else 0))
     if d.num_classes:
-        for labels, split in ((y, "training"), (yv, "validation")):
+        for labels, split in ((y, "training"), (yv, "test")):
             if len(labels) and labels.max() >= d.num_classes:
                 i = int(np.argmax(labels))
                 raise DataError(f"{what}: {split} label {int(labels[i])} (sample {i}) is outside 0..{d.num_classes - 1}"
