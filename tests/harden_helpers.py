@@ -68,6 +68,9 @@ def load_checkpoint_raw(path):
 def write_checkpoint_raw(path, arrays, meta, meta_text=None):
     arrays = dict(arrays)
     arrays["meta"] = np.array(meta_text if meta_text is not None else json.dumps(meta))
+    if hasattr(path, "write"):
+        np.savez(path, **arrays)
+        return
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 

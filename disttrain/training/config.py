@@ -466,9 +466,10 @@ def _not_applicable(section, key, table):
 def _allowed(section, table, schema):
     if section == "data":
         source = table.get("source", "digits")
-        return DATA_COMMON | DATA_KEYS.get(source, set())
+        return DATA_COMMON | (DATA_KEYS.get(source, set()) if isinstance(source, str) else set())
     if section == "schedule":
-        return {"name"} | SCHEDULE_KEYS.get(table.get("name", "constant"), set())
+        name = table.get("name", "constant")
+        return {"name"} | (SCHEDULE_KEYS.get(name, set()) if isinstance(name, str) else set())
     return set(schema)
 
 

@@ -129,9 +129,17 @@ def preflight(cfg, run_dir, resume, world_size):
             load_and_validate(path, ckpt.read_bytes(path), model, opt, schedule, world_size, cfg,
                               len(data.x_train), reference_optim_state=reference)
     except _user_errors() as exc:
-        msg = str(exc)
-        raise ConfigError(msg if msg.rstrip().endswith("Nothing was started.") else f"{msg}. Nothing was started.") \
-            from None
+        raise ConfigError(_paragraph(cfg, str(exc))) from None
+
+
+def _paragraph(cfg, msg):
+    """A preflight error as one paragraph that names the config and ends like every config error."""
+    msg = " ".join(msg.split("\n"))
+    if not msg.startswith(cfg.source):
+        msg = f"{cfg.source}: {msg}"
+    if not msg.rstrip().endswith("Nothing was started."):
+        msg = msg.rstrip().rstrip(".") + ". Nothing was started."
+    return msg
 
 
 def create_run_dir(cfg, run_dir):

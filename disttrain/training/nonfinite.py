@@ -35,7 +35,8 @@ def grad_norm(params):
             continue
         any_grad = True
         flat = np.asarray(getattr(g, "data", g)).ravel(order="K")      # a view for C- or F-ordered arrays
-        sq = float(np.dot(flat, flat))
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = float(np.dot(flat, flat))
         if not math.isfinite(sq) and np.isfinite(flat).all():        # float32 overflow of the sum only
             sq = float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
         total += sq
