@@ -8,13 +8,21 @@ import sys
 
 import click
 
-from . import mpi
+from . import interrupt, mpi
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
 
 class _RunByDefault(click.Group):
     """`dtrun -n 2 job.toml` means `dtrun run -n 2 job.toml`."""
+
+    def invoke(self, ctx):
+        # Ctrl-C before the ranks start: status 130 and one line (click would say "Aborted!", status 1)
+        interrupt.install()
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            interrupt.exit_interrupted()
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):

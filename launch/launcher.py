@@ -5,7 +5,7 @@ import shlex
 import sys
 import threading
 
-from . import mpi, runner
+from . import interrupt, mpi, runner
 
 
 def _config_job(target, overrides, run_dir, resume, nprocs, dry_run, unset=()):
@@ -50,6 +50,7 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
     dir_given = run_dir is not None
     if is_config:
         cfg, run_dir = _config_job(target, overrides, run_dir, resume, nprocs, dry_run, unset)
+    interrupt.check()      # a Ctrl-C swallowed while the preflight compiled kernels still stops dtrun here
 
     if in_process:
         what = (f"config job {target} -> {run_dir}" + (" (resume)" if resume else "")) if is_config \

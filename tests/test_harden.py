@@ -196,6 +196,29 @@ def test_diverging_training_stops_without_writing_nan(tmp_path):
         _strict_json(line)
 
 
+def test_nan_gradient_on_one_rank_stops_every_rank_and_keeps_the_good_checkpoints(tmp_path):
+    """Rank 1's loss turns NaN at step 7: every rank stops there (no hang), the checkpoints of steps 4-6
+    stay (keep_last 3 deletes nothing for a refused one); with skip_nonfinite_steps the job skips
+    steps 7 and 9, counts them and ends normally."""
+    cfg = write(tmp_path / "job.toml", JOB.replace("interval = 10", "interval = 1"))
+    rc, out, err, seconds = dtrun("-n", "2", cfg, "--run-dir", "r", "--set", "train.max_steps=12", cwd=tmp_path,
+                                  timeout=120, env={"DTRUN_TEST_NAN_LOSS_AT": "1:7,9"})
+    assert rc != 0 and "Traceback" not in err, err
+    assert "training diverged at step 7: the gradient norm is nan" in err and "last finite loss" in err, err
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "r" / "checkpoints")] == [4, 5, 6]
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "s", "--set", "train.max_steps=12", "--set",
+                            "train.skip_nonfinite_steps=2", cwd=tmp_path, timeout=120,
+                            env={"DTRUN_TEST_NAN_LOSS_AT": "1:7,9"})
+    assert rc == 0, err
+    summary = _strict_json((tmp_path / "s" / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["skipped_steps"] == 2
+    records = [_strict_json(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in records if r["kind"] == "train")
+    assert [r["skipped_steps"] for r in records if r["kind"] == "train"] == [0, 2, 2]
+    _, _, meta = ckpt.read(ckpt.latest(tmp_path / "s" / "checkpoints"))
+    assert meta["skipped_steps"] == 2
+
+
 def test_guard_skips_then_stops():
     import disttrain as dt
     from disttrain.training.nonfinite import NonFiniteError, NonFiniteGuard
@@ -455,3 +478,48 @@ def test_only_rank_0_reads_the_run_directory(tmp_path):
     again = json.loads(open(os.path.join(run_dir, "summary.json")).read())
     assert {k: v for k, v in again.items() if k != "wall_time_s"} == final
     assert "resumed at step 10" in proc.stdout
+
+
+def test_ctrl_c_before_the_ranks_start_exits_130(tmp_path):
+    """At any moment before launch (imports, config checks, preflight compiling kernels) Ctrl-C ends
+    dtrun with status 130 and one line: no traceback, no click "Aborted!", nothing written."""
+    import signal
+    import time
+    t0 = time.monotonic()             # Python's own start-up (before dtrun's code runs) is not ours to handle
+    subprocess.run([sys.executable, "-c", "import launch.cli"], cwd=tmp_path, check=True)
+    startup = 1.5 * (time.monotonic() - t0)
+    for delay in (startup, startup + 0.3, startup + 0.6):
+        proc = subprocess.Popen([sys.executable, "-m", "launch", "-n", "2", os.path.join(CONFIGS, "digits_mlp.toml"),
+                                 "--run-dir", "r"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (delay, proc.returncode, err)
+        assert "Traceback" not in err and "Aborted!" not in err and "dtrun: interrupted" in err, (delay, err)
+        if "nothing was started" in err:
+            assert not os.path.exists(tmp_path / "r"), delay
+        else:
+            import shutil
+            shutil.rmtree(tmp_path / "r", ignore_errors=True)
+
+
+def test_an_interrupt_swallowed_in_a_callback_still_stops_dtrun():
+    from launch import interrupt
+    interrupt.install()
+    try:
+        try:
+            interrupt._handler(2, None)        # what SIGINT does; llvmlite's callback would swallow this
+        except KeyboardInterrupt:
+            pass
+        with pytest.raises(SystemExit) as info:
+            interrupt.check()
+        assert info.value.code == 130
+    finally:
+        interrupt._state["interrupted"] = False
+        signal_default()
+
+
+def signal_default():
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)

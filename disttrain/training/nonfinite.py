@@ -12,6 +12,7 @@ refuses non-finite state (`check_state_finite`), so `keep_last` never deletes a 
 a bad one.
 """
 import math
+import os
 
 import numpy as np
 
@@ -46,11 +47,19 @@ def grad_norm(params):
 class NonFiniteGuard:
     """Per-step check of the loss and gradient norm; counts skipped steps (checkpointed)."""
 
-    def __init__(self, skip_limit=0, skipped=0, last_finite=None):
+    def __init__(self, skip_limit=0, skipped=0, last_finite=None, rank=0):
         self.skip_limit = int(skip_limit)
         self.skipped = int(skipped)
         self.last_finite = last_finite          # (step, loss) of this rank's last finite loss
         self._local_bad = None                  # this rank's first non-finite loss of the current step
+        # Fault injection for the tests: DTRUN_TEST_NAN_LOSS_AT="RANK:STEP[,STEP...]" makes that rank's
+        # loss NaN at those (1-based) steps, so backward sends NaN gradients into the allreduce.
+        r, _, steps = os.environ.get("DTRUN_TEST_NAN_LOSS_AT", "").partition(":")
+        self._poison = {int(x) for x in steps.split(",") if x.strip().isdigit()} if r.strip() == str(rank) else set()
+
+    def inject(self, loss, step):
+        """The loss, made NaN at the steps DTRUN_TEST_NAN_LOSS_AT names for this rank (tests only)."""
+        return loss * float("nan") if step in self._poison else loss
 
     def observe_loss(self, step, value):
         if math.isfinite(value):

@@ -113,7 +113,7 @@ def train(cfg, run_dir, resume=False):
     loss_fn = nn.CrossEntropyLoss()
 
     step, interval, best, last_eval, wall_before = 0, _Interval(), None, None, 0.0
-    guard = NonFiniteGuard(t.skip_nonfinite_steps)
+    guard = NonFiniteGuard(t.skip_nonfinite_steps, rank=rank)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if resume:     # validated completely before anything in the run directory changes
@@ -163,7 +163,7 @@ def train(cfg, run_dir, resume=False):
                     last = micro == t.grad_accum_steps - 1
                     with (contextlib.nullcontext() if last else ddp.no_sync()):
                         logits = ddp(xb)
-                        loss = loss_fn(logits, yb)
+                        loss = guard.inject(loss_fn(logits, yb), step + 1)
                         (loss * (1.0 / t.grad_accum_steps) if t.grad_accum_steps > 1 else loss).backward()
                     value = float(loss.item())
                     guard.observe_loss(step + 1, value)
