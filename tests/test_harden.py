@@ -523,3 +523,20 @@ def test_an_interrupt_swallowed_in_a_callback_still_stops_dtrun():
 def signal_default():
     import signal
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_library_warnings_go_to_the_disttrain_logger(tmp_path, caplog):
+    import logging
+    import disttrain as dt
+    from disttrain.distributed import stall
+    from disttrain.training.nonfinite import NonFiniteGuard
+    (tmp_path / ".step-00000003.npz.tmp-4242").write_bytes(b"partial")
+    p = dt.tensor(np.ones(2, np.float32), requires_grad=True)
+    p.grad = dt.tensor(np.array([np.inf, 0.0], np.float32))
+    with caplog.at_level(logging.WARNING, logger="disttrain"):
+        assert ckpt.remove_stale_temps(str(tmp_path)) == [".step-00000003.npz.tmp-4242"]
+        assert NonFiniteGuard(skip_limit=1).check(5, [p]) is False
+        stall._stderr("disttrain stall detector: rank 0: collective #1 has waited 60.0 s")
+    texts = [r.getMessage() for r in caplog.records if r.name == "disttrain"]
+    assert len(texts) == 3 and "interrupted save" in texts[0] and "step 5: the gradient norm is inf; update " \
+        "skipped (1 of at most 1" in texts[1] and "stall detector" in texts[2], texts

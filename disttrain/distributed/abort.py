@@ -14,6 +14,7 @@ MPI's own finalisation, aborts). Not covered: ``raise SystemExit(1)`` written
 out by hand (Python offers no hook that sees its code).
 """
 import atexit
+import logging
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ def _abort(comm, code, text):
     except Exception:
         pass
     try:
-        sys.stderr.write(text)
+        logging.getLogger("disttrain").critical(text.rstrip("\n"))    # stderr unless the user routes it
         sys.stderr.flush()
     except Exception:
         pass

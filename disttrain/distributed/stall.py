@@ -7,6 +7,7 @@ the channel); a rank that is busy elsewhere (computing, sleeping, stuck in
 user code) cannot answer -- that silence is exactly what names it. The
 report is logged and, with ``abort=True``, the job is aborted.
 """
+import logging
 import os
 import sys
 import time
@@ -86,5 +87,7 @@ class StallDetector:
 
 
 def _stderr(text):
-    sys.stderr.write(text + "\n")
+    # the `disttrain` logger: shown on stderr by default (Python's last-resort handler), filterable
+    # by library users with the standard logging configuration
+    logging.getLogger("disttrain").warning(text)
     sys.stderr.flush()

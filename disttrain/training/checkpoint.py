@@ -13,6 +13,7 @@ name, shape, dtype and finiteness, every scalar) before a resumed run changes an
 """
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -67,6 +68,9 @@ def remove_stale_temps(directory):
                 removed.append(n)
             except OSError:
                 pass
+    if removed:
+        logging.getLogger("disttrain").warning(f"disttrain: removed {len(removed)} temporary checkpoint file(s) that "
+                                               f"an interrupted save left in {directory}: {', '.join(removed[:3])}")
     return removed
 
 

@@ -11,6 +11,7 @@ allreduce or checkpoint gather (`check_interval_sums`), also on every rank at on
 refuses non-finite state (`check_state_finite`), so `keep_last` never deletes a good checkpoint for
 a bad one.
 """
+import logging
 import math
 import os
 
@@ -50,6 +51,7 @@ class NonFiniteGuard:
     def __init__(self, skip_limit=0, skipped=0, last_finite=None, rank=0):
         self.skip_limit = int(skip_limit)
         self.skipped = int(skipped)
+        self.rank = rank
         self.last_finite = last_finite          # (step, loss) of this rank's last finite loss
         self._local_bad = None                  # this rank's first non-finite loss of the current step
         # Fault injection for the tests: DTRUN_TEST_NAN_LOSS_AT="RANK:STEP[,STEP...]" makes that rank's
@@ -81,6 +83,10 @@ class NonFiniteGuard:
             return True
         if self.skipped < self.skip_limit:
             self.skipped += 1
+            if self.rank == 0:
+                logging.getLogger("disttrain").warning(
+                    f"disttrain: step {step}: the gradient norm is {norm}; update skipped ({self.skipped} of at most "
+                    f"{self.skip_limit}, [train] skip_nonfinite_steps)")
             return False
         loss_text = f"; the loss on this rank was {local_bad}" if local_bad is not None else ""
         skipped = (f" after skipping {self.skipped} step(s) (skip_nonfinite_steps = {self.skip_limit})"
