@@ -9,17 +9,10 @@ import numpy as np
 from dtrun_helpers import dtrun, write
 
 JOB = """
-[model]
-name = "mlp"
-hidden = [16]
-[data]
-source = "digits"
-[optimizer]
-name = "adam"
-lr = 0.003
-[schedule]
-name = "cosine"
-warmup_steps = 2
+model = { name = "mlp", hidden = [16] }
+data = { source = "digits" }
+optimizer = { name = "adam", lr = 0.003 }
+schedule = { name = "cosine", warmup_steps = 2 }
 [train]
 epochs = 2
 batch_size = 64
