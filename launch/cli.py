@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from . import mpi
+from . import interrupt, mpi
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -17,10 +17,30 @@ CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 class _RunByDefault(click.Group):
     """`dtrun -n 2 job.toml` means `dtrun run -n 2 job.toml`."""
 
+    def invoke(self, ctx):
+        # Ctrl-C before the ranks start: status 130 and one line (click would say "Aborted!", status 1)
+        interrupt.install()
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            interrupt.exit_interrupted()
+
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
+            _no_such_command(args[0], self.commands)
             args = ["run"] + list(args)
         return super().parse_args(ctx, args)
+
+
+def _no_such_command(word, commands):
+    """`dtrun chek x.toml`: a bare word close to a command name (not a target or an option) is a typo."""
+    import difflib
+    if word.startswith("-") or "." in word or os.sep in word or os.path.exists(word):
+        return
+    match = difflib.get_close_matches(word, list(commands), n=1, cutoff=0.6)
+    if match:
+        raise click.UsageError(f"No such command '{word}'. Did you mean '{match[0]}'? "
+                               f"(commands: {', '.join(sorted(commands))})")
 
 
 @click.group(cls=_RunByDefault, context_settings=CONTEXT)
@@ -63,11 +83,24 @@ class _RunCommand(click.Command):
             elif positional or a.endswith(".toml"):
                 positional.append(a)
             else:                            # a script: everything after it is its own
+                _refuse_dry_run_after_script(a, args[i + 1:])
                 return super().parse_args(ctx, options + ["--"] + args[i:])
             i += 1
         if positional:
             args = options + ["--"] + positional
         return super().parse_args(ctx, args)
+
+
+def _refuse_dry_run_after_script(script, rest):
+    """Options after a script go to the script, so `dtrun -n 2 x.py --dry-run` would run it: refuse.
+    A script's own --dry-run can still be passed after `--`."""
+    if "--" in rest:
+        rest = rest[:rest.index("--")]
+    if "--dry-run" in rest:
+        raise click.UsageError(f"--dry-run after the script {script} would be passed to the script (everything "
+                               f"after it is its own), so nothing was run. Put it before the script: "
+                               f"dtrun --dry-run ... {script} ... (or, for a --dry-run option of your script, "
+                               f"pass it after `--`: {script} -- --dry-run)")
 
 
 def _parse_env(values):
@@ -90,6 +123,9 @@ def _parse_env(values):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set optimizer.lr=0.05 (TOML value syntax; "
                    "repeatable). Config jobs only.")
+@click.option("--unset", "unset", multiple=True, metavar="SECTION.KEY",
+              help="Remove a key the config file sets (its default applies), e.g. --unset train.max_steps; "
+                   "repeatable, applied before --set. Config jobs only.")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: <job.output_dir>/<job.name>-<timestamp>). Config jobs only.")
 @click.option("--resume", is_flag=True,
@@ -130,7 +166,7 @@ def _parse_env(values):
                    "or writing anything (comment lines name what dtrun creates only at launch).")
 @click.argument("target", type=click.Path(dir_okay=False), required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run_cmd(nprocs, module, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, launcher, launcher_exec,
+def run_cmd(nprocs, module, overrides, unset, run_dir, resume, mpiexec_path, hostfile, hosts, launcher, launcher_exec,
             iface, force_tcp, mpiexec_args, env_items, timeout, threads_per_rank, dry_run, target, args):
     """Run TARGET on N ranks: a config job (TARGET ends in .toml), a Python script, or
     `-m MODULE`.
@@ -151,8 +187,8 @@ def run_cmd(nprocs, module, overrides, run_dir, resume, mpiexec_path, hostfile, 
     target, args, module = _interpreter_stripped(target, list(args), module)
     is_config = target is not None and target.endswith(".toml")
     if not is_config:
-        if overrides or run_dir or resume:
-            raise click.UsageError("--set, --run-dir and --resume apply to config jobs (TARGET.toml) only")
+        if overrides or unset or run_dir or resume:
+            raise click.UsageError("--set, --unset, --run-dir and --resume apply to config jobs (TARGET.toml) only")
         if module is None:
             _check_script(target)
     elif args:
@@ -165,7 +201,7 @@ def run_cmd(nprocs, module, overrides, run_dir, resume, mpiexec_path, hostfile, 
             nprocs=nprocs, target=target, args=args, is_config=is_config, module=module,
             overrides=list(overrides), run_dir=run_dir, resume=resume, mpiexec_path=mpiexec_path,
             hostfile=hostfile, hosts=hosts, env=env, timeout=timeout,
-            threads_per_rank=threads_per_rank, dry_run=dry_run,
+            threads_per_rank=threads_per_rank, dry_run=dry_run, unset=list(unset),
             placement=dict(launcher=launcher, launcher_exec=launcher_exec, iface=iface, force_tcp=force_tcp,
                            mpiexec_args=list(mpiexec_args)))
     except mpi.LaunchError as exc:
@@ -255,12 +291,19 @@ def sample_cmd(run_dir, tokens, prompt, temperature, top_k, seed, checkpoint):
 
 @main.command("check", context_settings=CONTEXT, short_help="Validate a config and print it resolved.")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("-n", "--nprocs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of ranks the job would run on (batch and checkpoint checks depend on it).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
-def check_cmd(config, overrides):
-    """Validate CONFIG (with --set overrides) and print the resolved config as TOML."""
-    from disttrain.training.config import ConfigError, dump_toml, load_config
+@click.option("--unset", "unset", multiple=True, metavar="SECTION.KEY", help="Remove a key the config sets.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Run directory to check.")
+@click.option("--resume", is_flag=True, help="Check resuming --run-dir (or the newest run of this job).")
+def check_cmd(config, nprocs, overrides, unset, run_dir, resume):
+    """Run every check `dtrun run` runs before it launches (config, run directory, data, model, the
+    checkpoint to resume from) and print the resolved config as TOML. Nothing is written."""
+    from disttrain.training.config import ConfigError, dump_toml
+    from disttrain.training.job import check_job
     try:
-        cfg = load_config(config, overrides)
+        cfg, _ = check_job(config, overrides, unset, run_dir, resume, nprocs)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(dump_toml(cfg), nl=False)

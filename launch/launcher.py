@@ -5,20 +5,25 @@ import shlex
 import sys
 import threading
 
-from . import mpi, runner
+from . import interrupt, mpi, runner
 
 
-def _config_job(target, overrides, run_dir, resume, nprocs, dry_run):
+def _config_job(target, overrides, run_dir, resume, nprocs, dry_run, unset=()):
     from disttrain.training import job
-    from disttrain.training.config import ConfigError, load_config
+    from disttrain.training.config import ConfigError
     try:
-        cfg = load_config(target, overrides)
-        run_dir = job.plan_run_dir(cfg, run_dir, resume)
-        if not dry_run:
-            job.preflight(cfg, run_dir, resume, nprocs)
+        return job.check_job(target, overrides, unset, run_dir, resume, nprocs, dry_run)
     except ConfigError as exc:
         raise mpi.LaunchError(str(exc)) from None
-    return cfg, run_dir
+
+
+def _create_run_dir(cfg, run_dir):
+    from disttrain.training import job
+    from disttrain.training.config import ConfigError
+    try:
+        job.create_run_dir(cfg, run_dir)
+    except ConfigError as exc:
+        raise mpi.LaunchError(str(exc)) from None
 
 
 def _watchdog(timeout):
@@ -34,7 +39,7 @@ def _watchdog(timeout):
 
 
 def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_path, hostfile, hosts, env,
-           timeout, threads_per_rank, dry_run, module=None, placement=None):
+           timeout, threads_per_rank, dry_run, module=None, placement=None, unset=()):
     """``placement``: LaunchSpec fields for multi-host runs (launcher, launcher_exec, iface, force_tcp,
     mpiexec_args)."""
     placement = dict(placement or {})
@@ -48,7 +53,8 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
     cfg = None
     dir_given = run_dir is not None
     if is_config:
-        cfg, run_dir = _config_job(target, overrides, run_dir, resume, nprocs, dry_run)
+        cfg, run_dir = _config_job(target, overrides, run_dir, resume, nprocs, dry_run, unset)
+    interrupt.check()      # a Ctrl-C swallowed while the preflight compiled kernels still stops dtrun here
 
     if in_process:
         what = (f"config job {target} -> {run_dir}" + (" (resume)" if resume else "")) if is_config \
@@ -62,10 +68,11 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
             _watchdog(timeout)
         from .rank import set_torchrun_env
         set_torchrun_env(0, 1, 0, 1, 0, "127.0.0.1")
+        if is_config:
+            _create_run_dir(cfg, run_dir)
         try:
             if is_config:
                 from disttrain.training import job
-                job.create_run_dir(cfg, run_dir)
                 job.run_in_process(cfg, run_dir, resume)
                 return 0
             if module:
@@ -128,8 +135,7 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
         return 0
     try:
         if is_config:
-            from disttrain.training import job
-            job.create_run_dir(cfg, run_dir)
+            _create_run_dir(cfg, run_dir)
             print(f"dtrun: {nprocs} ranks, run directory {run_dir}", flush=True)
         if not is_config:
             _warm_numba_cache()

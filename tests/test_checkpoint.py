@@ -60,7 +60,8 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "savez", dies_half_way)
-    with pytest.raises(OSError):
+    with pytest.raises(ckpt.CheckpointError, match=r"could not write checkpoint .*step-00000002\.npz \(No space left "
+                       r"on device\); nothing was written and the earlier checkpoints are intact"):
         ckpt.save(tmp_path, 2, model, opt, {"world_size": 1})
     assert os.listdir(tmp_path) == ["step-00000001.npz"] and open(good, "rb").read() == before
     assert ckpt.latest(tmp_path) == good

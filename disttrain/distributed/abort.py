@@ -15,6 +15,7 @@ out by hand (Python offers no hook that sees its code).
 """
 import atexit
 import os
+import logging
 import sys
 import threading
 import time
@@ -47,7 +48,7 @@ def abort_job(comm, code, text):
     except Exception:
         pass
     try:
-        sys.stderr.write(text)
+        logging.getLogger("disttrain").critical(text.rstrip("\n"))    # stderr unless the user routes it
         sys.stderr.flush()
     except Exception:
         pass

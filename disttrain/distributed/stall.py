@@ -21,6 +21,7 @@ blame (blame.py: the stalled ranks, never itself) and aborts the job
 on a host cut off from mpiexec). A rank cut off from the job ends the same
 way: its own detector finds every remote rank silent.
 """
+import logging
 import os
 import sys
 import time
@@ -152,5 +153,7 @@ class StallDetector:
 
 
 def _stderr(text):
-    sys.stderr.write(text + "\n")
+    # the `disttrain` logger: shown on stderr by default (Python's last-resort handler), filterable
+    # by library users with the standard logging configuration
+    logging.getLogger("disttrain").warning(text)
     sys.stderr.flush()

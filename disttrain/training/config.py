@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """A user mistake in a config; its message is the whole explanation (no traceback needed)."""
 
 
+MAX_INFERRED_CLASSES = 100_000     # more classes than this must be asked for ([data] num_classes)
+_INT64 = 2 ** 63                   # integer settings must fit numpy's int64
+
+
 REQUIRED = object()
 
 
@@ -61,6 +65,9 @@ SCHEMA = {
              "without a test split, or use_test_split = false).", low=0.0, high=1.0, high_open=True),
         _key("max_train_samples", "int", 0, "Use only the first N training samples (0: all).", low=0),
         _key("max_val_samples", "int", 0, "Use only the first N validation samples (0: all).", low=0),
+        _key("num_classes", "int", 0, "Number of classes: the model's output width; labels must lie in "
+             "0..num_classes-1 (0: synthetic data makes 10, other sources take the largest label + 1, at most "
+             f"{MAX_INFERRED_CLASSES:,}).", low=0),
     ],
     "task": [
         # plus the keys of the chosen task (training/tasks.py: register_task)
@@ -91,6 +98,8 @@ SCHEMA = {
         _key("dtype", "str", "float32", "Parameter and data dtype.", choices=("float32", "float64")),
         _key("grad_clip", "float", 0.0, "Clip the global 2-norm of the (averaged) gradients to this before each "
              "optimizer step (0: no clipping).", low=0.0),
+        _key("skip_nonfinite_steps", "int", 0, "Skip (and count) up to N optimizer steps whose gradients are NaN/inf "
+             "instead of stopping at the first (0: stop).", low=0),
     ],
     "distributed": [
         _key("bucket_cap_mb", "float", 25.0, "Gradient bucket size in MiB for the overlapped allreduce.",
@@ -195,7 +204,9 @@ def _type_name(v):
 
 
 def _show(v):
-    return f'"{v}"' if isinstance(v, str) else repr(v).replace("True", "true").replace("False", "false")
+    text = f'"{v}"' if isinstance(v, str) else repr(v).replace("True", "true").replace("False", "false")
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_type(where, section, k, value):
@@ -205,6 +216,8 @@ def _check_type(where, section, k, value):
     if t == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             bad = "an integer"
+        elif abs(value) >= _INT64:
+            _fail(where, section, k.name, f"{value} is too large (integers must lie within +-2**63).")
     elif t == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             bad = "a finite number"
@@ -224,6 +237,10 @@ def _check_type(where, section, k, value):
              (isinstance(x, (int, float)) and not isinstance(x, bool))) for x in value)
         if not ok:
             bad = f"a list of {'strings' if inner == 'str' else 'integers' if inner == 'int' else 'numbers'}"
+        elif inner == "int" and any(abs(x) >= _INT64 for x in value):
+            _fail(where, section, k.name, f"{max(value, key=abs)} is too large (integers must lie within +-2**63).")
+        elif inner == "float" and not all(math.isfinite(x) for x in value):
+            bad = "a list of finite numbers"
         else:
             value = list(value)
     if bad:
@@ -243,7 +260,7 @@ def _check_type(where, section, k, value):
 
 def _parse_override(item):
     """'a.b=value' -> ('a', 'b', value); value in TOML syntax, or a bare word taken as a string."""
-    where = f"--set {item}"
+    where = f"--set {item}" if item.isprintable() else f"--set {item!r}"
     path, sep, text = item.partition("=")
     parts = path.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):
@@ -259,18 +276,45 @@ def _parse_override(item):
     return parts[0], parts[1], value, where
 
 
-def load_config(path, overrides=(), check_files=True):
-    """Parse, override and validate a config file; returns a `Config` or raises `ConfigError`."""
+def read_config_bytes(path):
+    """The config file's bytes, or ConfigError naming it."""
     where = os.fspath(path)
     try:
         with open(where, "rb") as f:
-            raw = tomllib.load(f)
+            return f.read()
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such config file. Nothing was started.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, not a config file. Nothing was started.") from None
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it ({exc.strerror}). Nothing was started.") from None
+        raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc}). Nothing was started.") from None
+
+
+def parse_toml(data, where):
+    """TOML bytes -> dict, or ConfigError (not UTF-8, not TOML, nested too deeply)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, offset "
+                          f"{exc.start}); TOML files must be UTF-8: save it as UTF-8. Nothing was started.") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}. Nothing was started.") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not usable TOML: values are nested too deeply. Nothing was started.") from None
+
+
+def load_config(path, overrides=(), check_files=True, unset=(), data=None):
+    """Parse, override and validate a config file; returns a `Config` or raises `ConfigError`.
+
+    `unset`: "section.key" names removed before the overrides apply; `data`: the file's bytes when
+    they were read elsewhere (rank 0 reads a run's config.toml and shares it), `path` then only names it."""
+    where = os.fspath(path)
+    raw = parse_toml(read_config_bytes(where) if data is None else data, where)
+    for item in unset:
+        _unset(raw, item, where)
     origins = {}    # (section, key) -> where the value came from
     for section, table in raw.items():
         if isinstance(table, dict):
@@ -287,6 +331,21 @@ def load_config(path, overrides=(), check_files=True):
         table[key] = value
         origins[(section, key)] = w
     return validate(raw, where, origins, check_files=check_files)
+
+
+def _unset(raw, item, where):
+    w = f"--unset {item}"
+    parts = item.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{w}: expected SECTION.KEY (e.g. --unset train.max_steps). Nothing was started.")
+    section, key = parts
+    table = raw.get(section)
+    if not isinstance(table, dict) or key not in table:
+        known = sorted(table) if isinstance(table, dict) else []
+        sug = _suggest(key, known)
+        hint = f"; it sets {', '.join(known)}" if known else f"; it has no [{section}] section"
+        _fail(w, section, key, f"{where} does not set this key{hint} (nothing to unset).", sug)
+    del table[key]
 
 
 def validate(raw, where="<config>", origins=None, check_files=True):
@@ -332,8 +391,35 @@ def validate(raw, where="<config>", origins=None, check_files=True):
     cfg_where = where
     _cross_checks(sections, src, cfg_where, check_files)
     if not sections["job"]["name"]:
-        sections["job"]["name"] = os.path.splitext(os.path.basename(where))[0] or "job"
+        sections["job"]["name"] = safe_name(os.path.splitext(os.path.basename(where))[0])
+    problem = name_problem(sections["job"]["name"])
+    if problem:
+        _fail(src("job", "name"), "job", "name", problem)
+    if "\x00" in sections["job"]["output_dir"]:
+        _fail(src("job", "output_dir"), "job", "output_dir", "must not contain a NUL character.")
+    if "\x00" in sections["data"].get("path", ""):
+        _fail(src("data", "path"), "data", "path", "must not contain a NUL character.")
     return Config(source=where, **{s: Section(s, sections[s], shown[s]) for s in SECTION_ORDER})
+
+
+def name_problem(name):
+    """Why `name` cannot be a run name (one path component under output_dir), or None."""
+    if not name.strip():
+        return "must not be empty."
+    if name in (".", "..") or "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        return (f"{_show(name)} must be a single directory name (no '/', '\\', '.' or '..'): run directories "
+                "are created inside [job] output_dir.")
+    if not name.isprintable():
+        return f"{_show(name)} must not contain control characters (newlines, tabs, NUL)."
+    if len(name.encode("utf-8")) > 200:
+        return f"is {len(name.encode('utf-8'))} bytes long; at most 200 (it becomes a directory name)."
+    return None
+
+
+def safe_name(name):
+    """A file name made usable as a run name (the default job.name comes from the config's file name)."""
+    name = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)[:200]
+    return name if name.strip() and name not in (".", "..") else "job"
 
 
 # keys of the built-in models and update rules, for "did you mean 'lr' in [optimizer]?"
@@ -480,6 +566,12 @@ def import_job_modules(modules, where="<config>"):
             importlib.import_module(mod)
         except ImportError as exc:
             raise ConfigError(f"{where}: [job] imports: cannot import {mod!r} ({exc}). Nothing was started.") from None
+        except (Exception, SystemExit) as exc:      # the module's own bug: name it and where it happened
+            import traceback
+            frames = traceback.extract_tb(exc.__traceback__)
+            at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+            raise ConfigError(f"{where}: [job] imports: importing {mod!r} raised {type(exc).__name__}: "
+                              f"{str(exc)[:300]}{at}. Nothing was started.") from None
 
 
 def _cross_checks(sections, src, where, check_files):
@@ -490,6 +582,8 @@ def _cross_checks(sections, src, where, check_files):
     if problem:
         key, text = problem
         _fail(src("data", key), "data", key, text)
+    if d["num_classes"] == 1:
+        _fail(src("data", "num_classes"), "data", "num_classes", "must be 0 (take it from the labels) or >= 2, got 1.")
     from .. import optim
     o = sections["optimizer"]
     rule = optim.get_rule(o["name"])
@@ -508,11 +602,18 @@ def _cross_checks(sections, src, where, check_files):
 
 
 # ---------------------------------------------------------------------------------------------
+# TOML basic strings: backslash, quote and control characters must be escaped.
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+                 "\r": "\\r"}
+
+
 def _toml_value(v):
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_TOML_ESCAPES.get(c) or (c if c.isprintable() or c == " " else f"\\u{ord(c):04x}"
+                                                         if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+                             for c in v) + '"'
     if isinstance(v, float):
         return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
     if isinstance(v, (list, tuple)):
@@ -528,7 +629,8 @@ def dump_toml(cfg):
         for key, value in getattr(cfg, section).as_dict().items():
             if value is None:
                 continue
-            lines.append(f"{key} = {_toml_value(value)}")
+            bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+            lines.append(f"{key if bare else _toml_value(key)} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -62,12 +62,13 @@ def _epoch(trainer):
 
 
 class NonFiniteCheck(Extension):
-    """Where a check of the loss/gradients for NaN/inf belongs (after backward, before the step).
-    It does nothing yet: the policy (skip the step, stop, report the first bad parameter) is
-    issue 9's."""
+    """Stop (or, with [train] skip_nonfinite_steps, skip the update of) a step whose averaged gradients
+    are NaN/inf, before the optimizer applies them (`nonfinite.NonFiniteGuard`: every rank holds the
+    same averaged gradients, so every rank reaches the same verdict without a collective)."""
 
     def after_backward(self, trainer):
-        pass
+        if not trainer.guard.check(trainer.step + 1, trainer.model.parameters(), trainer.lr):
+            trainer.apply_update = False
 
 
 class GradClip(Extension):
@@ -115,12 +116,15 @@ class LogReport(Extension):
             return
         sums = np.array(trainer.interval.state(), dtype=np.float64)
         dist.all_reduce(sums, op="sum")
+        trainer.guard.check_interval_sums(step, sums, trainer.lr)     # a NaN loss never reaches the log
         now = time.perf_counter()
         t = trainer.cfg.train
         rate = self.steps * t.batch_size * t.grad_accum_steps * trainer.world / max(now - self.t_interval, 1e-9)
         rec = {"kind": "train", "step": step, "epoch": _epoch(trainer)}
         rec.update(trainer.task.metrics(sums[0] / sums[1], list(sums[2:])))
         rec.update({"lr": trainer.lr, "samples_per_s": rate, "sync_s": self.sync_s, "time": now - trainer.t_start})
+        if trainer.guard.skip_limit:
+            rec["skipped_steps"] = trainer.guard.skipped
         trainer.metrics.write(rec)
         trainer.last_train = rec
         trainer.interval = trainer.new_interval()
@@ -187,6 +191,7 @@ class Checkpointer(Extension):
                 or step == trainer.total):
             return
         per_rank_interval = trainer.interval.gather()      # on every rank, outside the rank-0 branch
+        trainer.guard.check_interval_sums(step, per_rank_interval, trainer.lr)
         if trainer.is_main:
             ckpt.save(trainer.ckpt_dir, step, trainer.model, trainer.optimizer,
                       trainer.checkpoint_meta(per_rank_interval), keep_last=self.keep_last)

@@ -4,9 +4,11 @@ Train records: {"kind": "train", "step", "epoch", "loss", "accuracy", "lr", "sam
 "sync_s", "time"}; eval records: {"kind": "eval", "step", "epoch", "val_loss", "val_accuracy",
 "time"}. step/epoch/loss/accuracy/lr are reproducible bit for bit; samples_per_s, sync_s (seconds
 spent waiting for the gradient allreduce in the interval) and time (seconds since the start of
-this process's run) are measurements.
+this process's run) are measurements. Files stay strict JSON: a non-finite number is written
+as null (never a bare NaN/Infinity, which JSON parsers reject).
 """
 import json
+import math
 import os
 
 REPRODUCIBLE = ("kind", "step", "epoch", "loss", "accuracy", "perplexity", "mse", "lr", "val_loss", "val_accuracy",
@@ -22,13 +24,39 @@ class MetricsWriter:
     def write(self, record):
         if self._f is None:
             return
-        self._f.write(json.dumps(record) + "\n")
+        self._f.write(dumps(record) + "\n")
         self._f.flush()
 
     def close(self):
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+def strict(obj):
+    """`obj` with every non-finite float replaced by None (JSON null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:     # numpy scalars
+        return strict(obj.item())
+    return obj
+
+
+def dumps(obj, **kw):
+    """Strict JSON text of `obj` (non-finite numbers become null)."""
+    return json.dumps(strict(obj), allow_nan=False, **kw)
+
+
+def write_json(path, obj):
+    """Write `obj` as strict, indented JSON, atomically."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def read_metrics(path):
@@ -54,5 +82,5 @@ def truncate_after(path, step):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for r in kept:
-            f.write(json.dumps(r) + "\n")
+            f.write(dumps(r) + "\n")
     os.replace(tmp, path)

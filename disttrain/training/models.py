@@ -9,6 +9,8 @@ Register your own with `register_model` (from a module listed in ``[job] imports
 A builder gets the validated [model] section, the shape of one input sample, the number
 of classes and the parameter dtype, and returns a `disttrain.nn.Module` mapping a batch to logits.
 """
+import math
+
 import numpy as np
 
 from .config import Key
@@ -46,7 +48,21 @@ def check_model_config(values):
 
 
 def build_model(cfg, input_shape, num_classes, dtype):
-    return MODELS[cfg.name].target(cfg, tuple(input_shape), int(num_classes), dtype)
+    builder = MODELS[cfg.name].target
+    try:
+        return builder(cfg, tuple(input_shape), int(num_classes), dtype)
+    except MemoryError:
+        raise ModelShapeError(f"model {cfg.name!r} for inputs of shape {tuple(input_shape)} and {num_classes} classes "
+                              "does not fit in memory; make it smaller") from None
+
+
+def check_size(name, widths, dtype):
+    """Refuse (ModelShapeError, with the estimate) a model whose layers [(fan_in, fan_out), ...] cannot be
+    held in memory with its gradients and optimizer state (about 4 copies of the parameters)."""
+    from .limits import check_fits
+    n = sum(int(i) * int(o) + int(o) for i, o in widths)
+    check_fits(4 * n * np.dtype(dtype).itemsize, f"model {name!r} ({n:,} parameters)", ModelShapeError,
+               "make it smaller ([model] hidden, [data] num_classes).")
 
 
 def _activation(name):
@@ -64,7 +80,9 @@ def mlp(cfg, input_shape, num_classes, dtype):
     """Flatten, then Linear-activation(-Dropout) per hidden width, then Linear to the classes."""
     from .. import nn
     layers = [nn.Flatten()]
-    width = int(np.prod(input_shape))
+    width = math.prod(input_shape)
+    sizes = [width] + list(cfg.hidden) + [num_classes]
+    check_size("mlp", zip(sizes[:-1], sizes[1:]), dtype)
     for h in cfg.hidden:
         layers += [nn.Linear(width, h, dtype=dtype), _activation(cfg.activation)]
         if cfg.dropout > 0:
@@ -108,6 +126,8 @@ def lenet(cfg, input_shape, num_classes, dtype):
               nn.MaxPool2d(2), nn.Conv2d(c1, c2, k, dtype=dtype), *norm(c2), _activation(cfg.activation),
               nn.MaxPool2d(2), nn.Flatten()]
     width = c2 * (h2 // 2) * (w2 // 2)
+    sizes = [width] + list(cfg.hidden) + [num_classes]
+    check_size("lenet", [(c * k * k, c1), (c1 * k * k, c2)] + list(zip(sizes[:-1], sizes[1:])), dtype)
     for n in cfg.hidden:
         layers += [nn.Linear(width, n, dtype=dtype), _activation(cfg.activation)]
         width = n

@@ -18,7 +18,6 @@ on every rank at the same steps; rank 0 alone writes files, and never calls a co
 doing so.
 """
 import contextlib
-import json
 import os
 import time
 
@@ -28,8 +27,9 @@ from . import checkpoint as ckpt
 from . import extensions as ext
 from .config import import_job_modules
 from .data import load_job_data
-from .metrics import MetricsWriter, truncate_after
+from .metrics import MetricsWriter, truncate_after, write_json
 from .models import build_model
+from .nonfinite import NonFiniteGuard
 from .progress import Progress, resolve_mode
 from .schedules import build_schedule   # noqa: F401  (re-exported: build_schedule(cfg, optimizer, total))
 from .tasks import build_task
@@ -119,9 +119,11 @@ class Trainer:
         self.schedule = build_schedule(cfg, self.optimizer, self.total)
         self.step, self.best, self.last_eval, self.wall_before = 0, None, None, 0.0
         self.interval = self.new_interval()
+        self.guard = NonFiniteGuard(cfg.train.skip_nonfinite_steps, rank=self.rank)
+        self.apply_update = True        # extensions (the non-finite check) may veto this step's update
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
-        if resume:
+        if resume:     # validated completely before anything in the run directory changes
             self._resume()
             if self.is_main:
                 truncate_after(self.metrics_path, self.step)
@@ -139,6 +141,7 @@ class Trainer:
         from ..data.sampler import DistributedSampler
         t, cfg = self.cfg.train, self.cfg
         dataset = self.data.train_dataset()
+        self.n_train = len(dataset)
         self.sampler = DistributedSampler(len(dataset), num_replicas=self.world, rank=self.rank,
                                           shuffle=True, seed=self.seed)
         self.loader = DataLoader(dataset, batch_size=t.batch_size, sampler=self.sampler)
@@ -190,9 +193,13 @@ class Trainer:
                 while self.step < self.total and self.step // self.spe == epoch:
                     dt.manual_seed(_seed_for(self.seed, self.rank, self.step))
                     self.lr = self.optimizer.param_groups[0]["lr"]
-                    self.forward_backward(batches)
+                    pending = self.forward_backward(batches)
+                    self.apply_update = True
                     self._call("after_backward")
-                    self.optimizer.step()
+                    if self.apply_update:
+                        self.optimizer.step()
+                        for loss, stats in pending:     # a skipped step's batches are not logged
+                            self.interval.add(loss, stats)
                     self.optimizer.zero_grad()
                     self.step += 1
                     self._call("after_step")
@@ -203,16 +210,21 @@ class Trainer:
         return self.summary()
 
     def forward_backward(self, batches):
-        """One optimizer step's micro-batches: forward, task loss, backward (synced on the last)."""
+        """One optimizer step's micro-batches: forward, task loss, backward (synced on the last).
+        Returns [(loss, task stats)] per micro-batch, added to the interval once the update is applied."""
         t = self.cfg.train
+        done = []
         for micro in range(t.grad_accum_steps):
             xb, yb = next(batches)
             last = micro == t.grad_accum_steps - 1
             with (contextlib.nullcontext() if last else self.ddp.no_sync()):
                 out = self.ddp(xb)
-                loss = self.task.loss(out, yb)
+                loss = self.guard.inject(self.task.loss(out, yb), self.step + 1)
                 (loss * (1.0 / t.grad_accum_steps) if t.grad_accum_steps > 1 else loss).backward()
-            self.interval.add(float(loss.item()), self.task.stats(out, yb))
+            value = float(loss.item())
+            self.guard.observe_loss(self.step + 1, value)
+            done.append((value, self.task.stats(out, yb)))
+        return done
 
     def evaluate(self):
         """The task's validation metrics over every rank's share of the validation set (a collective)."""
@@ -237,32 +249,19 @@ class Trainer:
 
     # -- resume / end --------------------------------------------------------------------------
     def _resume(self):
-        from .. import distributed as dist
-        # Every rank must read the same file: rank 0 chooses, the others follow.
-        found = np.array([-1], dtype=np.int64)
-        if self.is_main:
-            path = ckpt.latest(self.ckpt_dir)
-            if path is not None:
-                found[0] = ckpt.list_checkpoints(self.ckpt_dir)[-1][0]
-        dist.broadcast(found, src=0)
-        if found[0] < 0:
-            raise ckpt.CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
-        path = ckpt.path_for(self.ckpt_dir, int(found[0]))
-        arrays, optim_state, meta = ckpt.read(path)
-        ckpt.check_compatible(path, meta, self.model, self.world)
-        self.model.load_state_dict(arrays)
-        self.optimizer.load_state_dict(optim_state)
-        if self.schedule is not None and meta.get("schedule") is not None:
-            self.schedule.load_state_dict(meta["schedule"])
+        from .resume import load_and_validate, read_newest
+        # Rank 0 reads the newest checkpoint and broadcasts its bytes; every rank validates the same
+        # bytes (so every rank reaches the same verdict) before anything is loaded.
+        path, data = read_newest(self.ckpt_dir)
+        meta = load_and_validate(path, data, self.model, self.optimizer, self.schedule, self.world, self.cfg,
+                                 self.n_train, interval_len=2 + self.task.n_stats)
         # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
-        saved = meta["interval"]
-        if saved and not isinstance(saved[0], list):      # older checkpoints held rank 0's sums only
-            saved = [saved] + [None] * (self.world - 1)
         self.step = int(meta["step"])
-        self.interval = self.new_interval(saved[self.rank])
+        self.interval = self.new_interval(meta["interval"][self.rank])
         self.best = meta.get(f"best_val_{self.task.primary}")
         self.last_eval = meta.get("last_eval")
         self.wall_before = float(meta.get("wall_time_s", 0.0))
+        self.guard.skipped = int(meta.get("skipped_steps", 0))
 
     def checkpoint_meta(self, per_rank_interval):
         """What a checkpoint holds besides the model and optimizer (see `extensions.Checkpointer`)."""
@@ -271,7 +270,8 @@ class Trainer:
                 "schedule": self.schedule.state_dict() if self.schedule is not None else None,
                 "interval": per_rank_interval, f"best_val_{self.task.primary}": self.best,
                 "last_eval": self.last_eval, "seed": self.seed,
-                "wall_time_s": self.wall_before + time.perf_counter() - self.t_start}
+                "wall_time_s": self.wall_before + time.perf_counter() - self.t_start,
+                "skipped_steps": self.guard.skipped}
 
     def summary(self):
         """Rank 0 writes summary.json and prints the last line; returns the summary (None elsewhere)."""
@@ -287,9 +287,9 @@ class Trainer:
         summary[f"best_val_{self.task.primary}"] = self.best
         summary.update({"wall_time_s": wall,
                         "checkpoint": ckpt.latest(self.ckpt_dir) if self.cfg.checkpoint.enabled else None})
-        with open(os.path.join(self.run_dir, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+        if self.guard.skip_limit:
+            summary["skipped_steps"] = self.guard.skipped
+        write_json(os.path.join(self.run_dir, "summary.json"), summary)
         primary = summary.get(f"final_val_{self.task.primary}")
         if primary is not None:
             shown = f"{100 * primary:.2f}%" if self.task.primary == "accuracy" else f"{primary:.4f}"
