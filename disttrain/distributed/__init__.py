@@ -18,6 +18,7 @@ from .progress import Work
 from .ddp import DistributedDataParallel, ModelMismatchError
 from .comm_hooks import GradBucket, allreduce_hook, fp16_compress_hook, bf16_compress_hook
 from .timeline import Timeline
+from .sharded import ShardedOptimizer
 from . import comm_hooks
 
 __all__ = [
@@ -26,5 +27,5 @@ __all__ = [
     "ReduceOp", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier",
     "iall_reduce", "ibroadcast", "iall_gather", "ireduce_scatter", "ibarrier", "Work",
     "DistributedDataParallel", "ModelMismatchError", "GradBucket", "allreduce_hook",
-    "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks",
+    "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks", "ShardedOptimizer",
 ]

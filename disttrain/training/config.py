@@ -109,6 +109,10 @@ SCHEMA = {
              "(and, with stall_abort, aborts the job).", low=0.0, low_open=True),
         _key("stall_abort", "bool", True, "Abort the job when a collective stalls past stall_timeout."),
         _key("find_unused_parameters", "bool", False, "Reduce parameters that got no gradient as zeros."),
+        _key("shard_optimizer", "bool", False, "Shard the optimizer update and state across ranks (ZeRO-1, "
+             "dist.ShardedOptimizer): gradients are reduce-scattered, each rank updates its slice."),
+        _key("shared_memory", "bool", True, "With shard_optimizer: keep one copy of the parameters and gradient "
+             "buckets per node in MPI shared memory when ranks share a node (false: reduce-scatter + all-gather)."),
     ],
     "checkpoint": [
         _key("enabled", "bool", True, "Write checkpoints."),
@@ -484,6 +488,11 @@ def _cross_checks(sections, src, where, check_files):
               f"must be [channels, height, width], got {d['image_shape']}.")
     if any(s <= 0 for s in d["image_shape"]):
         _fail(src("data", "image_shape"), "data", "image_shape", "sizes must be > 0.")
+    dist = sections["distributed"]
+    if dist["shard_optimizer"] and dist["comm_hook"] != "none":
+        _fail(src("distributed", "comm_hook"), "distributed", "comm_hook",
+              f"{_show(dist['comm_hook'])} cannot be combined with shard_optimizer = true (the sharded optimizer "
+              "reduces the gradient buckets itself); set one of them off.")
     from .. import optim
     o = sections["optimizer"]
     rule = optim.get_rule(o["name"])

@@ -29,10 +29,14 @@ def _seed_for(seed, rank, step):
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def build_optimizer(cfg, params):
+def build_optimizer(cfg, params, ddp=None):
     from .. import optim
     hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.optimizer.as_dict().items()
           if k != "name" and v is not None}
+    if ddp is not None and cfg.distributed.shard_optimizer:
+        from ..distributed import ShardedOptimizer
+        return ShardedOptimizer(ddp, cfg.optimizer.name, shared_memory="auto" if cfg.distributed.shared_memory
+                                else False, **hp)
     return optim.create(cfg.optimizer.name, params, **hp)
 
 
@@ -98,7 +102,7 @@ def train(cfg, run_dir, resume=False):
     if cfg.distributed.comm_hook != "none":
         ddp.register_comm_hook(None, {"fp16": comm_hooks.fp16_compress_hook,
                                       "bf16": comm_hooks.bf16_compress_hook}[cfg.distributed.comm_hook])
-    optimizer = ddp.trace_optimizer(build_optimizer(cfg, model.parameters()))
+    optimizer = ddp.trace_optimizer(build_optimizer(cfg, model.parameters(), ddp))
 
     t = cfg.train
     sampler = DistributedSampler(len(data.x_train), num_replicas=world, rank=rank, shuffle=True, seed=seed)
@@ -205,6 +209,8 @@ def train(cfg, run_dir, resume=False):
                 if c.enabled and ((c.interval and step % c.interval == 0) or (not c.interval and end_of_epoch)
                                   or final):
                     per_rank_interval = interval.gather()      # on every rank, outside the rank-0 branch
+                    if cfg.distributed.shard_optimizer:
+                        optimizer.consolidate_state_dict(to=0)  # every rank sends its slices to rank 0
                     if is_main:
                         ckpt.save(ckpt_dir, step, model, optimizer, {
                             "model_name": cfg.model.name, "world_size": world, "epoch": step // spe,
