@@ -127,26 +127,26 @@ def test_sharded_equals_ddp_and_one_process_ranks_bitwise_run_to_run(n, name):
     assert_ok(n, name)
 
 
-@pytest.mark.parametrize("n", [2, 3, 4])
-def test_node_shared_path_equals_any_topology_path(n):
-    assert_ok(n, "node_equals_any")
+# (ranks, check): what each check of shard_checks.py asserts
+PROPERTIES = (
+    # node-shared path == any-topology path (1e-6 / 1e-12; bitwise at 2 ranks)
+    [(n, "node_equals_any") for n in (2, 3, 4)]
+    # this rank's optimizer state bytes <= 1/N (+ alignment) and one copy's ranks hold it all
+    + [(n, f"state_bytes_{p}") for n in (2, 4) for p in ("any", "node")]
+    # the parameter window: one copy per node, every rank's parameters are views into it
+    + [(n, "windows") for n in (2, 4)]
+    # 10 steps, consolidate, checkpoint, fresh objects, load, 10 steps == 20 steps, bit for bit
+    + [(n, f"resume_bitwise_{p}") for n in (2, 3) for p in ("any", "node")]
+    # comm hook + sharded, step() after no_sync only, a parameter no rank used, a bare module
+    + [(n, "errors") for n in (2, 3)]
+    # the timeline shows reduce-scatter / all-gather / node barriers and the optimizer step
+    + [(n, "timeline") for n in (1, 2)]
+)
 
 
-@pytest.mark.parametrize("path", ["any", "node"])
-@pytest.mark.parametrize("n", [2, 4])
-def test_optimizer_state_is_one_nth_per_rank(n, path):
-    assert_ok(n, f"state_bytes_{path}")
-
-
-@pytest.mark.parametrize("n", [2, 4])
-def test_one_parameter_copy_per_node_in_the_windows(n):
-    assert_ok(n, "windows")
-
-
-@pytest.mark.parametrize("path", ["any", "node"])
-@pytest.mark.parametrize("n", [2, 3])
-def test_resume_at_the_same_world_size_is_bitwise(n, path):
-    assert_ok(n, f"resume_bitwise_{path}")
+@pytest.mark.parametrize("n,name", PROPERTIES)
+def test_sharded_property(n, name):
+    assert_ok(n, name)
 
 
 @pytest.mark.parametrize("path", ["any", "node"])
@@ -154,11 +154,6 @@ def test_resume_at_the_same_world_size_is_bitwise(n, path):
 def test_checkpoint_from_2_ranks_resumes_on_m_ranks(m, path):
     assert_ok(2, "save_for_resize")
     assert_ok(m, f"resume_resized_{path}", resize=True)
-
-
-@pytest.mark.parametrize("n", [2, 3])
-def test_errors_are_named_on_every_rank(n):
-    assert_ok(n, "errors")
 
 
 @pytest.mark.parametrize("mode,path,n", [("raise", "node", 2), ("kill", "node", 3), ("raise", "any", 2)])

@@ -38,17 +38,20 @@ def check(name, fn):
         RESULTS[name] = "ok"
 
 
-class MLP(dt.nn.Module):
-    def __init__(self, dtype, unused=False):
-        super().__init__()
-        self.fc1 = dt.nn.Linear(6, 16, dtype=dtype)
-        self.fc2 = dt.nn.Linear(16, 16, dtype=dtype)
-        self.fc3 = dt.nn.Linear(16, 4, dtype=dtype)
-        if unused:
-            self.unused = dt.nn.Linear(3, 3, dtype=dtype)
+def MLP(dtype, unused=False):
+    """6-16-16-4 (tanh, relu); ``unused`` adds a layer that takes no part in the loss."""
+    L = dt.nn.Linear
+    model = dt.nn.Sequential(L(6, 16, dtype=dtype), dt.nn.Tanh(), L(16, 16, dtype=dtype), dt.nn.ReLU(),
+                             L(16, 4, dtype=dtype))
+    if unused:
+        model = _FirstOnly(model)
+        model.unused = L(3, 3, dtype=dtype)
+    return model
 
-    def forward(self, x):
-        return self.fc3(self.fc2(self.fc1(x).tanh()).relu())
+
+class _FirstOnly(dt.nn.Sequential):
+    def forward(self, x):           # later children take no part in the loss
+        return self[0](x)
 
 
 def data(dtype, steps=STEPS, per_rank=B, world=None):
@@ -242,6 +245,23 @@ def resume_resized(path):
     return run
 
 
+def timeline():
+    # The reduce-scatters / all-gathers (any) and node barriers (node) show up on the comm row.
+    for path, needles in (("any", ("reduce-scatter bucket", "all-gather parameters")), ("node", ("node barrier",))):
+        trace = os.path.join(OUTDIR, f"trace-{path}-{RANK}.json")
+        dt.manual_seed(7)
+        model = dist.DistributedDataParallel(MLP(np.float32), bucket_cap_mb=CAP, timeline=trace)
+        opt = model.trace_optimizer(dist.ShardedOptimizer(model, dt.optim.Adam, lr=0.01, **PATHS[path]))
+        train(np.float32, "adam", None, steps=2, model=model, opt=opt)
+        model.save_timeline()
+        with open(trace) as f:
+            names = {e.get("name", "") for e in json.load(f)["traceEvents"]}
+        assert "optimizer.step" in names, sorted(names)[:20]
+        if N > 1:
+            for needle in needles:
+                assert any(needle in n for n in names), (needle, sorted(names)[:30])
+
+
 def errors():
     # A comm hook and a sharded optimizer exclude each other, on every rank.
     dt.manual_seed(7)
@@ -301,6 +321,7 @@ else:
     check("resume_bitwise_any", resume_bitwise("any"))
     check("resume_bitwise_node", resume_bitwise("node"))
     check("errors", errors)
+    check("timeline", timeline)
     if N == 2:
         check("save_for_resize", save_for_resize)
 with open(os.path.join(OUTDIR, f"results-{RANK}.json"), "w") as f:
