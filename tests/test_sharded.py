@@ -87,6 +87,10 @@ def test_bad_arguments_are_named():
         dist.ShardedOptimizer(dt.DistributedDataParallel(net()), 3)
     with pytest.raises(ValueError, match="lr"):
         dist.ShardedOptimizer(dt.DistributedDataParallel(net()), dt.optim.Adam, lr=-1)
+    ddp = dt.DistributedDataParallel(net())
+    dist.ShardedOptimizer(ddp, dt.optim.Adam)
+    with pytest.raises(RuntimeError, match="already has a ShardedOptimizer"):
+        dist.ShardedOptimizer(ddp, dt.optim.Adam)
 
 
 # -- multi-rank ---------------------------------------------------------------------------------

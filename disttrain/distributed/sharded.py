@@ -111,6 +111,9 @@ class ShardedOptimizer:
                             "(wrap it first: dt.DistributedDataParallel(module))")
         if shared_memory not in ("auto", True, False):
             raise ValueError(f"ShardedOptimizer: shared_memory must be 'auto', True or False, got {shared_memory!r}")
+        if isinstance(model._hook_state, ShardedOptimizer):
+            raise RuntimeError(f"ShardedOptimizer: rank {model.group.rank}: this DistributedDataParallel already has a "
+                               "ShardedOptimizer; create one per model")
         self.ddp = model
         self.group = group = model.group
         self.rank, self.world_size = group.rank, group.size
