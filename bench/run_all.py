@@ -163,8 +163,8 @@ def j_rows(records):
                 f"ms/step@{ranks}" + (", oversubscribed" if j and j.get("oversubscribed") else ""), records,
                 peer=j and j.get("eff_torch-zero"))
         if j:
-            r["note"] = (f"torch column: DDP + ZeroRedundancyOptimizer over gloo; plain DDP eff. {j['eff_ddp']:.2f}; any-topology sharded {j['eff_any']:.2f}; "
-                         f"no-comm ceiling {j['eff_nocomm']:.2f}")
+            r["note"] = (f"torch column: DDP + ZeroRedundancyOptimizer over gloo; plain DDP eff. {j['eff_ddp']:.2f}; "
+                         f"any-topology sharded {j['eff_any']:.2f}; no-comm ceiling {j['eff_nocomm']:.2f}")
         out.append(r)
         if ranks == 2:
             r = row("J-sync", j, j and j.get("sync_update_ratio_node"), j and j.get("sync_update_node_ms"), None,

@@ -400,7 +400,8 @@ class ShardedOptimizer:
         except (KeyError, TypeError):
             raise ValueError(f"{label}: expected a dict with 'state' and 'param_groups'") from None
         if len(groups) != 1:
-            raise ValueError(f"{label}: the saved state has {len(groups)} parameter groups; a sharded optimizer has one")
+            raise ValueError(f"{label}: the saved state has {len(groups)} parameter groups; a sharded optimizer "
+                             "has one")
         order = [int(i) for i in groups[0]["params"]]
         if len(order) != len(self._params):
             raise ValueError(f"{label}: the saved state is for {len(order)} parameters, this model has "

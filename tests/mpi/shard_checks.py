@@ -57,7 +57,8 @@ class _FirstOnly(dt.nn.Sequential):
 def data(dtype, steps=STEPS, per_rank=B, world=None):
     world = world or N
     rng = np.random.default_rng(1234)
-    return rng.standard_normal((steps, world * per_rank, 6)).astype(dtype), rng.integers(0, 4, (steps, world * per_rank))
+    n = world * per_rank
+    return rng.standard_normal((steps, n, 6)).astype(dtype), rng.integers(0, 4, (steps, n))
 
 
 def opt_kw(kind):
@@ -85,7 +86,10 @@ def train(dtype, kind, sharded, steps=STEPS, start=0, accum=1, model=None, opt=N
             dt.manual_seed(7)
         model = dist.DistributedDataParallel(MLP(dtype), bucket_cap_mb=CAP)
         cls, okw = opt_kw(kind)
-        opt = dist.ShardedOptimizer(model, cls, **sharded, **okw) if sharded is not None else cls(model.parameters(), **okw)
+        if sharded is None:
+            opt = cls(model.parameters(), **okw)
+        else:
+            opt = dist.ShardedOptimizer(model, cls, **sharded, **okw)
     X, Y = data(dtype, per_rank=B * accum)
     for s in range(start, start + steps):
         opt.zero_grad()
