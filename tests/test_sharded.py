@@ -145,6 +145,8 @@ PROPERTIES = (
     + [(n, "errors") for n in (2, 3)]
     # the timeline shows reduce-scatter / all-gather / node barriers and the optimizer step
     + [(n, "timeline") for n in (1, 2)]
+    # a layer used on rank 0 only (find_unused_parameters=True) updates as under plain DDP
+    + [(n, "partially_used") for n in (2, 3)]
 )
 
 

@@ -251,6 +251,37 @@ def resume_resized(path):
     return run
 
 
+class _Branchy(dt.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = MLP(np.float64)
+        self.extra = dt.nn.Linear(6, 4, dtype=np.float64)
+
+    def forward(self, x, use_extra):
+        out = self.body(x)
+        return out + self.extra(x) if use_extra else out
+
+
+def partially_used():
+    # A layer used on rank 0 only (find_unused_parameters=True): the others reduce it as zeros.
+    models = []
+    for sharded in (None, {}):
+        dt.manual_seed(7)
+        model = dist.DistributedDataParallel(_Branchy(), find_unused_parameters=True, bucket_cap_mb=CAP)
+        opt = (dt.optim.Adam(model.parameters(), lr=0.01) if sharded is None
+               else dist.ShardedOptimizer(model, dt.optim.Adam, lr=0.01))
+        X, Y = data(np.float64, steps=6)
+        for s in range(6):
+            opt.zero_grad()
+            x, y = dt.tensor(X[s, RANK * B:(RANK + 1) * B]), dt.tensor(Y[s, RANK * B:(RANK + 1) * B])
+            F.cross_entropy(model(x, RANK == 0), y).backward()
+            opt.step()
+        models.append(model.module)
+    err = max_rel(models[1], models[0])
+    assert err <= TOL[np.float64], f"vs plain DDP: {err:.3g}"
+    assert_bitwise_identical(models[1])
+
+
 def timeline():
     # The reduce-scatters / all-gathers (any) and node barriers (node) show up on the comm row.
     for path, needles in (("any", ("reduce-scatter bucket", "all-gather parameters")), ("node", ("node barrier",))):
@@ -328,6 +359,7 @@ else:
     check("resume_bitwise_node", resume_bitwise("node"))
     check("errors", errors)
     check("timeline", timeline)
+    check("partially_used", partially_used)
     if N == 2:
         check("save_for_resize", save_for_resize)
 with open(os.path.join(OUTDIR, f"results-{RANK}.json"), "w") as f:
