@@ -58,6 +58,9 @@ def timed(step, n, ranks):
     return list(out)
 
 
+EARLY = []       # node path: buckets reduced while waiting at the first node barrier, per step
+
+
 def build(mode, data):
     """(step, optimizer, ddp or None) for one mode."""
     import disttrain as dt
@@ -76,6 +79,13 @@ def build(mode, data):
             assert opt.node_shared == (mode == "node"), repr(opt)
     xs = [(dt.tensor(x), y) for x, y in data]
     step = W._step_closure(net, opt, F.cross_entropy, xs)[0]
+    if mode == "node":                  # how often a rank reduced buckets while waiting for its peer
+        inner = step
+        EARLY.clear()
+
+        def step():
+            inner()
+            EARLY.append(opt.last_step_stats["reduced_early"])
     return step, opt, ddp
 
 
@@ -175,6 +185,8 @@ def main_timing():
             rec[f"eff_{k}"] = t1 / median(times[k])
     node_opt = phases["node"][2]
     rec["window_bytes"] = node_opt.window_bytes
+    rec["node_buckets"] = len(node_opt._pieces)
+    rec["node_reduced_early_mean"] = float(np.mean(EARLY)) if EARLY else None
     rec["param_bytes"] = int(sum(p.data.nbytes for p in phases["ddp"][3]._params))
 
     # sync + update, alternating the three closures

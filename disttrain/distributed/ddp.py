@@ -201,11 +201,12 @@ class DistributedDataParallel:
         return [[self._names[i] for i in b.indices] for b in self._buckets_list]
 
     # -- hand-off to a sharded optimizer (sharded.py) ---------------------------
-    def _attach_sharded(self, hook_state, hook, solo=True):
+    def _attach_sharded(self, hook_state, hook, solo=True, cap_mb=None):
         """Let a `ShardedOptimizer` reduce the buckets: its ``hook`` replaces the allreduce, gradients
         are not pre-scaled (it folds 1/N into the update), the bucket layout is frozen from now on
         (its slices follow it) and, with ``solo=False``, every gradient is copied into a bucket
-        buffer (which the caller may then move into shared memory with ``Bucket.rebind``)."""
+        buffer (which the caller may then move into shared memory with ``Bucket.rebind``), in
+        buckets of at most ``cap_mb`` when given."""
         if self._hook is not allreduce_hook:
             raise RuntimeError(f"ShardedOptimizer: rank {self.group.rank}: this DistributedDataParallel has the "
                                f"comm hook {getattr(self._hook, '__name__', self._hook)!r}; the sharded optimizer "
@@ -214,9 +215,12 @@ class DistributedDataParallel:
             raise RuntimeError("ShardedOptimizer cannot be created during a backward pass")
         self._prescale = False
         self._rebuilt = True
-        if not solo and any(b.solo for b in self._buckets_list):
+        if not solo and (cap_mb is not None or any(b.solo for b in self._buckets_list)):
             order = [i for b in self._buckets_list for i in b.indices]
             self.solo_bytes = None
+            if cap_mb is not None:
+                self.bucket_cap_bytes = min(self.bucket_cap_bytes, int(cap_mb * MB))
+                self.first_bucket_cap_bytes = min(self.first_bucket_cap_bytes, self.bucket_cap_bytes)
             self._set_buckets(self._plan(order))
             for p in self._params:
                 p._grad = None

@@ -37,6 +37,9 @@ from .ddp import DistributedDataParallel
 from . import shared_memory as _shm
 
 
+NODE_BUCKET_CAP_MB = 1.0
+
+
 def slice_bounds(n, parts, itemsize, align=_shm.ALIGN):
     """``parts + 1`` boundaries splitting ``n`` elements into contiguous slices of nearly equal bytes,
     each starting on a multiple of ``align`` bytes (so slice kernels get aligned vector loads)."""
@@ -132,7 +135,10 @@ class ShardedOptimizer:
         else:
             parts, part = group.size, group.rank
 
-        buckets = model._attach_sharded(self, _ShardedOptimizer_hook, solo=not self.node_shared)
+        # Node-shared buckets cost no message each, only a flag: smaller ones let a rank that waits
+        # for its peers reduce more of the step's gradients meanwhile.
+        buckets = model._attach_sharded(self, _ShardedOptimizer_hook, solo=not self.node_shared,
+                                        cap_mb=NODE_BUCKET_CAP_MB if self.node_shared else None)
         params = model._params
         self._params = params
         self._names = model._names
@@ -210,6 +216,7 @@ class ShardedOptimizer:
                                f"the last step (buckets {stale} were not reduced; the last backward ran inside "
                                "no_sync()?)")
         t0 = time.perf_counter()
+        self._early = 0
         group = self.optimizer.param_groups[0]
         hp = {k: v for k, v in group.items() if k != "params"}
         scale = 1.0 / self.world_size
@@ -221,7 +228,8 @@ class ShardedOptimizer:
             pc.reduced = False
         self._steps += 1
         self._consolidated = None
-        self.last_step_stats = {"step_s": time.perf_counter() - t0}
+        # reduced_early: buckets reduced while waiting for slower local ranks (node-shared path)
+        self.last_step_stats = {"step_s": time.perf_counter() - t0, "reduced_early": self._early}
         return loss
 
     def _update(self, pc, hp, scale):
@@ -248,25 +256,64 @@ class ShardedOptimizer:
 
     def _step_node_shared(self, hp, scale):
         node = self.node
-        node.barrier(f"gradients ready (step {self._steps})")
+        # Every local rank must be done with backward (which reads the shared parameters) before
+        # anyone updates them. While this rank waits for the slower ones, it already reduces its
+        # slice of every bucket that all local ranks have finished (their `ready` flags say so):
+        # a finished bucket is not written again before the step is published.
+        work = node.start_barrier(f"gradients ready (step {self._steps})")
+        todo = self._reduce_ready_while(work)
+        self._early = len(self._pieces) - len(todo)
+        node.finish_barrier(work)
+        for pc in todo:
+            self._reduce_node(pc)
         works = []
-        for pc in self._pieces:
-            s = slice(pc.lo, pc.hi)
-            slots = pc.gslots
-            if len(slots) == 1:
-                pc.grad[...] = slots[0][s]
-            else:                       # the same order on every node: ranks agree bit for bit
-                np.add(slots[0][s], slots[1][s], out=pc.grad)
-                for q in range(2, len(slots)):
-                    pc.grad += slots[q][s]
-            if node.nodes > 1:
-                works.append(node.cross_allreduce(pc.grad, f"allreduce slice across nodes, bucket {pc.index} "
-                                                           f"(step {self._steps})"))
+        if node.nodes > 1:
+            works = [node.cross_allreduce(pc.grad, f"allreduce slice across nodes, bucket {pc.index} "
+                                                   f"(step {self._steps})") for pc in self._pieces]
         for k, pc in enumerate(self._pieces):
             if works:
                 works[k].wait()
             self._update(pc, hp, scale)
         node.barrier(f"parameters published (step {self._steps})")
+
+    def _reduce_node(self, pc):
+        s = slice(pc.lo, pc.hi)
+        slots = pc.gslots
+        if len(slots) == 1:
+            pc.grad[...] = slots[0][s]
+        else:                       # the same order on every rank and node, whenever it runs
+            np.add(slots[0][s], slots[1][s], out=pc.grad)
+            for q in range(2, len(slots)):
+                pc.grad += slots[q][s]
+
+    def _reduce_ready_while(self, work, patience=0.05):
+        """Reduce the buckets every local rank has finished until ``work`` (the barrier) completes or
+        nothing new is ready for ``patience`` seconds; returns the pieces still to reduce."""
+        from .progress import POLL_INTERVAL
+        todo = list(self._pieces)
+        target = self.ddp._step         # synchronised backward passes so far, the same on every rank
+        flags = self._ready_flags
+        last = time.perf_counter()
+        while todo:
+            ready = [pc for pc in todo if all(int(f[pc.index]) == target for f in flags)]
+            if ready:
+                self.node.sync()
+                for pc in ready:
+                    self._reduce_node(pc)
+                    todo.remove(pc)
+                last = time.perf_counter()
+                continue
+            if work.is_completed() or time.perf_counter() - last > patience:
+                break
+            time.sleep(POLL_INTERVAL)
+        return todo
+
+    def _publish_ready(self, pc):
+        """Node-shared path, from DDP's hook: this rank's bucket ``pc`` is complete for this step."""
+        # The flag is the number of this synchronised backward pass (DDP counts them), not the step:
+        # a second synchronised backward before a step must not look finished after the first.
+        self.node.sync()            # the gradient writes land before the flag does
+        self._ready_flags[self.node.local_rank][pc.index] = self.ddp._step + 1
 
     # -- node-shared storage --------------------------------------------------------------
     def _place_in_shared_memory(self):
@@ -278,6 +325,10 @@ class ShardedOptimizer:
         # One copy of the parameters per node (local rank 0's segment); one gradient copy per rank.
         _, pseg = node.allocate(total if node.local_rank == 0 else 0)
         _, gseg = node.allocate(total)
+        # One int64 per bucket and rank: the last synchronised backward pass that completed it.
+        _, fseg = node.allocate(8 * len(self._pieces))
+        self._ready_flags = [f.view(np.int64) for f in fseg]
+        self._ready_flags[node.local_rank][...] = 0
         self.window_bytes = {"parameters": total if node.local_rank == 0 else 0, "gradients": total,
                              "parameters_per_node": total, "gradients_per_node": total * node.local_size}
         for pc, off in zip(self._pieces, offsets):
@@ -469,7 +520,10 @@ def _ShardedOptimizer_hook(opt, bucket):
     pc = opt._pieces[bucket.index]
     pc.reduced = True
     buf = bucket.buffer()
-    if opt.node_shared or opt.world_size == 1:
+    if opt.node_shared:
+        opt._publish_ready(pc)
+        return _Done(buf)
+    if opt.world_size == 1:
         return _Done(buf)
     return _shm.ireduce_scatter(opt.group, buf, pc.grad, pc.counts,
                                 bucket.label.replace("allreduce", "reduce-scatter"), finish=lambda: buf)

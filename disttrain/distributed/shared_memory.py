@@ -67,10 +67,19 @@ class Node:
 
     def barrier(self, what):
         """Publish this rank's writes to its node: Win_sync, sleep-polled node barrier, Win_sync."""
-        for w in self.windows:
-            w.Sync()
-        local = self.local
-        self.engine.submit(f"node barrier: {what}", local.Ibarrier).wait()
+        self.finish_barrier(self.start_barrier(what))
+
+    def start_barrier(self, what):
+        """The non-blocking half of `barrier`: returns its Work (finish it with `finish_barrier`)."""
+        self.sync()
+        return self.engine.submit(f"node barrier: {what}", self.local.Ibarrier)
+
+    def finish_barrier(self, work):
+        work.wait()
+        self.sync()
+
+    def sync(self):
+        """Win_sync on every window: a memory barrier between this rank's and its peers' accesses."""
         for w in self.windows:
             w.Sync()
 
