@@ -17,7 +17,9 @@ only them. Two ways to get there, the same arithmetic:
   local rank sums its slice of all local ranks' buckets by reading them directly, (with several
   nodes: allreduces that partial sum with the same local rank of the other nodes,) updates its
   slice of the shared parameters, and a second node barrier publishes the step. No all-gather
-  and no copy into MPI buffers. State per rank is 1/(ranks per node).
+  and no copy into MPI buffers. State per rank is 1/(ranks per node). Every rank flags each
+  bucket it has finished (a third, tiny window), so a rank that waits at the first barrier for
+  slower peers reduces the buckets all of them have finished meanwhile.
 
 Rules see flat 1-D slices that may cut across parameters: any ELEMENTWISE rule works (SGD,
 Adam, AdamW and most registered rules); a rule needing a whole parameter (a norm, its shape)
