@@ -31,6 +31,11 @@ JOBS = [
     ("E", "scaling.py", 2, 300, []),
     ("F", "ddp_sync.py", 2, 240, []),
     ("G", "startup.py", 1, 240, []),
+    ("J", "sharded.py", 2, 300, []),                  # J: sharded update (ZeRO-1) vs DDP, MLP-A + Adam
+    ("J", "sharded.py", 2, 120, ["rss", "ddp"]),      # peak memory: one configuration per launch
+    ("J", "sharded.py", 2, 120, ["rss", "node"]),
+    ("J", "sharded.py", 2, 120, ["rss", "any"]),
+    ("J", "sharded.py", 4, 420, []),                  # 4 ranks: oversubscribed on a 2-core machine
 ]
 
 # E is the noisiest figure (two ranks in lockstep on a shared machine): it runs in several launches
@@ -48,6 +53,10 @@ TARGETS = {
     "F": ("DDP sync / raw Allreduce", 1.10, "le"),
     "G-cold": ("cold start: import+1st step", 10.0, "le"),
     "G-warm": ("warm start: import+1st step", 2.0, "le"),
+    "J": ("2-rank eff., sharded node-shared", 0.90, "ge"),
+    "J-sync": ("sync+update / (Allreduce+upd.)", 1.0, "le"),
+    "J-rss": ("RSS saved / (N-1)/N Adam state", 1.0, "ge"),
+    "J-4": ("4-rank eff., sharded node-shared", 0.90, "ge"),
 }
 
 
@@ -141,7 +150,47 @@ def summarise(records):
     g = find(records, "G-startup")
     rows.append(row("G-cold", g, g and g["cold"], g and g["cold"], None, "s", records))
     rows.append(row("G-warm", g, g and g["warm"], g and g["warm"], None, "s", records))
+    rows += j_rows(records)
     return rows
+
+
+def j_rows(records):
+    """Workload J (bench/sharded.py): sharded update vs plain DDP, the no-comm ceiling and ZeRO in torch."""
+    out = []
+    for w, ranks in (("J", 2), ("J-4", 4)):
+        j = find(records, "J", ranks=ranks)
+        r = row(w, j, j and j.get("eff_node"), j and j.get("t_node_ms"), j and j.get("t_torch-zero_ms"),
+                f"ms/step@{ranks}" + (", oversubscribed" if j and j.get("oversubscribed") else ""), records,
+                peer=j and j.get("eff_torch-zero"))
+        if j:
+            r["note"] = (f"torch column: DDP + ZeroRedundancyOptimizer over gloo; plain DDP eff. {j['eff_ddp']:.2f}; "
+                         f"any-topology sharded {j['eff_any']:.2f}; no-comm ceiling {j['eff_nocomm']:.2f}")
+        out.append(r)
+        if ranks == 2:
+            r = row("J-sync", j, j and j.get("sync_update_ratio_node"), j and j.get("sync_update_node_ms"), None,
+                    "ms", records, raw=j and j.get("sync_update_reference_ms"))
+            if j:
+                r["note"] = f"any-topology path {j['sync_update_ratio_any']:.2f}"
+            out.append(r)
+    rss = {m: find(records, "J-rss", mode=m) for m in ("ddp", "node", "any")}
+    value = r_note = None
+    if rss["ddp"] and rss["node"]:
+        n = rss["ddp"]["ranks"]
+        share = max(rss["ddp"]["optimizer_state_mib"]) * (n - 1) / n
+        saved = {m: max(rss["ddp"]["peak_growth_mib"]) - max(rss[m]["peak_growth_mib"])
+                 for m in ("node", "any") if rss[m]}
+        pss = {m: max(rss["ddp"]["pss_end_mib"]) - max(rss[m]["pss_end_mib"]) for m in ("node", "any") if rss[m]}
+        value = saved["node"] / share
+        r_note = (f"peak RSS growth per rank: DDP {max(rss['ddp']['peak_growth_mib']):.1f} MiB, node-shared "
+                  f"{max(rss['node']['peak_growth_mib']):.1f}, any-topology "
+                  f"{max(rss['any']['peak_growth_mib']) if rss['any'] else float('nan'):.1f}; (N-1)/N of the Adam "
+                  f"state {share:.1f} MiB; PSS saved: node-shared {pss['node']:.1f} MiB, any-topology "
+                  f"{pss.get('any', float('nan')):.1f} MiB (RSS counts the shared window on every rank)")
+    r = row("J-rss", rss["node"], value, rss["node"] and max(rss["node"]["peak_growth_mib"]),
+            None, "MiB peak growth", records)
+    r["note"] = r_note
+    out.append(r)
+    return out
 
 
 def row(w, rec, value, dt_val, torch_val, unit, records, peer=None, raw=None, cpu=None):
@@ -182,6 +231,8 @@ def table(rows):
             line += f"  (raw Allreduce {r['raw']:.3f} ms; {r['unit']})"
         if r["reason"]:
             line += f"  [{r['reason'][:60]}]"
+        if r.get("note"):
+            line += f"  ({r['note']})"
         out.append(line)
     return "\n".join(out)
 
@@ -212,6 +263,8 @@ def markdown(rows, doc):
             note += f"; no-comm ceiling {r['ceiling']:.2f}"
         if r.get("spread"):
             note += f"; median of {len(r['spread'])} launches: {', '.join(f'{v:.2f}' for v in r['spread'])}"
+        if r.get("note"):
+            note += f"; {r['note']}"
         lines.append(f"| {r['workload']} | {r['measure']} [{r['unit']}] | {fmt(r['disttrain'])} | {torch_col} | "
                      f"{fmt(r['value'], 2)} | {fmt(r.get('cpu'), 2)} | {tgt} | {met}{note} |")
     lines += limits_lines(doc["records"])

@@ -19,6 +19,7 @@ from .collective_check import CollectiveMismatchError
 from .ddp import DistributedDataParallel, ModelMismatchError
 from .comm_hooks import GradBucket, allreduce_hook, fp16_compress_hook, bf16_compress_hook
 from .timeline import Timeline
+from .sharded import ShardedOptimizer
 from . import comm_hooks
 
 __all__ = [
@@ -27,5 +28,5 @@ __all__ = [
     "ReduceOp", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier",
     "iall_reduce", "ibroadcast", "iall_gather", "ireduce_scatter", "ibarrier", "Work", "CollectiveMismatchError",
     "DistributedDataParallel", "ModelMismatchError", "GradBucket", "allreduce_hook",
-    "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks",
+    "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks", "ShardedOptimizer",
 ]

@@ -41,6 +41,20 @@ class Bucket:
             self.views.append(self.buffer[off:off + n].reshape(s))
             off += n
 
+    def rebind(self, buffer):
+        """Move a (non-solo) bucket into ``buffer`` (flat, its size and dtype), e.g. shared memory."""
+        if self.solo or buffer.shape != self.buffer.shape or buffer.dtype != self.dtype:
+            raise ValueError(f"bucket {self.index}: cannot rebind a {'solo ' if self.solo else ''}bucket of "
+                             f"{self.buffer.size if self.buffer is not None else '?'} {self.dtype} values to "
+                             f"{buffer.size} {buffer.dtype} values")
+        buffer[...] = self.buffer
+        off = 0
+        views = []
+        for v in self.views:
+            views.append(buffer[off:off + v.size].reshape(v.shape))
+            off += v.size
+        self.buffer, self.views = buffer, views
+
     def can_adopt(self, g):
         """Whether a solo bucket can reduce ``g`` where it lies: a whole, writeable,
         C-contiguous array of the bucket's dtype and shape (what backward makes)."""

@@ -82,6 +82,7 @@ class DistributedDataParallel:
         self._shapes = [p.data.shape for p in self._params]
         self._dtypes = [p.data.dtype for p in self._params]
         self._scale = {}
+        self._prescale = True      # False once a ShardedOptimizer folds 1/N into its update
         order = list(reversed(range(len(self._params))))
         self._set_buckets(self._plan(order))
         self._rebuilt = False
@@ -199,6 +200,33 @@ class DistributedDataParallel:
         """Parameter names per bucket, in launch order."""
         return [[self._names[i] for i in b.indices] for b in self._buckets_list]
 
+    # -- hand-off to a sharded optimizer (sharded.py) ---------------------------
+    def _attach_sharded(self, hook_state, hook, solo=True, cap_mb=None):
+        """Let a `ShardedOptimizer` reduce the buckets: its ``hook`` replaces the allreduce, gradients
+        are not pre-scaled (it folds 1/N into the update), the bucket layout is frozen from now on
+        (its slices follow it) and, with ``solo=False``, every gradient is copied into a bucket
+        buffer (which the caller may then move into shared memory with ``Bucket.rebind``), in
+        buckets of at most ``cap_mb`` when given."""
+        if self._hook is not allreduce_hook:
+            raise RuntimeError(f"ShardedOptimizer: rank {self.group.rank}: this DistributedDataParallel has the "
+                               f"comm hook {getattr(self._hook, '__name__', self._hook)!r}; the sharded optimizer "
+                               "reduces the buckets itself and cannot be combined with a comm hook")
+        if self._active is not None and self._active is current_pass():
+            raise RuntimeError("ShardedOptimizer cannot be created during a backward pass")
+        self._prescale = False
+        self._rebuilt = True
+        if not solo and (cap_mb is not None or any(b.solo for b in self._buckets_list)):
+            order = [i for b in self._buckets_list for i in b.indices]
+            self.solo_bytes = None
+            if cap_mb is not None:
+                self.bucket_cap_bytes = min(self.bucket_cap_bytes, int(cap_mb * MB))
+                self.first_bucket_cap_bytes = min(self.first_bucket_cap_bytes, self.bucket_cap_bytes)
+            self._set_buckets(self._plan(order))
+            for p in self._params:
+                p._grad = None
+        self._hook_state, self._hook = hook_state, hook
+        return self._buckets_list
+
     # -- construction helpers --------------------------------------------------
     def _fingerprint(self):
         entries = [["parameter", n, list(p.data.shape), p.data.dtype.str] for n, p in
@@ -305,7 +333,7 @@ class DistributedDataParallel:
                 # Reduce the gradient where it lies (in place, as torch's DDP writes the
                 # average back into .grad): no copy into a flat buffer.
                 b.adopt(g)
-                if self.group.size > 1:
+                if self.group.size > 1 and self._prescale:
                     np.multiply(g, self._scale_for(g.dtype), out=g)
                 return
             view = b.use_own()
@@ -314,7 +342,7 @@ class DistributedDataParallel:
         if g is None:
             view[...] = 0
             return
-        if self.group.size == 1:
+        if self.group.size == 1 or not self._prescale:
             if g is not view:
                 view[...] = g
         else:

@@ -6,6 +6,10 @@ arithmetic is written in the same order as torch.optim's documented
 algorithms (and the numpy references in disttrain.optim.rules). Scalars and
 constants such as 1 - beta1 come in already cast to the parameter dtype, so
 float32 parameters are updated in float32 arithmetic, like the references.
+
+``grad_scale`` multiplies the gradient as it is read: a sharded optimizer folds
+the 1/world_size average in here instead of a separate pass over the gradient
+(1 elsewhere; ``g * 1`` is exact, so unscaled updates are unchanged bit for bit).
 """
 import math
 
@@ -13,20 +17,21 @@ from ._jit import kernel
 
 
 @kernel
-def sgd_update(theta, grad, lr, weight_decay):
-    """theta -= lr * (grad + weight_decay * theta)"""
+def sgd_update(theta, grad, lr, weight_decay, grad_scale):
+    """theta -= lr * (grad_scale * grad + weight_decay * theta)"""
     for i in range(theta.size):
-        g = grad[i]
+        g = grad[i] * grad_scale
         if weight_decay != 0:
             g = g + weight_decay * theta[i]
         theta[i] = theta[i] - lr * g
 
 
 @kernel
-def sgd_momentum_update(theta, grad, buf, lr, weight_decay, momentum, one_minus_dampening, nesterov, first):
+def sgd_momentum_update(theta, grad, buf, lr, weight_decay, momentum, one_minus_dampening, nesterov, first,
+                        grad_scale):
     """SGD with a momentum buffer; on the first step buf = grad (torch: no dampening then)."""
     for i in range(theta.size):
-        g = grad[i]
+        g = grad[i] * grad_scale
         if weight_decay != 0:
             g = g + weight_decay * theta[i]
         if first:
@@ -43,14 +48,14 @@ def sgd_momentum_update(theta, grad, buf, lr, weight_decay, momentum, one_minus_
 
 @kernel
 def adam_update(theta, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
-                bias_correction2_sqrt, eps, weight_decay, decoupled_decay, decoupled):
+                bias_correction2_sqrt, eps, weight_decay, decoupled_decay, decoupled, grad_scale):
     """Adam (L2 weight decay added to the gradient) or AdamW (decoupled: theta *= 1 - lr*wd,
     passed in as ``decoupled_decay``); bias corrections are precomputed by the caller."""
     for i in range(theta.size):
         t = theta[i]
         if decoupled:
             t = t * decoupled_decay
-        g = grad[i]
+        g = grad[i] * grad_scale
         if weight_decay != 0:
             g = g + weight_decay * t
         m = exp_avg[i] + one_minus_beta1 * (g - exp_avg[i])      # torch: exp_avg.lerp_(grad, 1 - beta1)

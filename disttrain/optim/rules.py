@@ -47,6 +47,14 @@ class UpdateRule:
         """The plain numpy version of ``update`` (the same unless a rule has a fused kernel)."""
         return self.update(theta, grad, state, hp)
 
+    def update_scaled(self, theta, grad, state, hp, scale):
+        """``update`` with the gradient multiplied by ``scale`` (the sharded optimizer folds the
+        1/world_size average in here). Built-in rules pass it to their kernels; any other rule
+        gets a scaled copy of the gradient."""
+        if scale != 1:
+            grad = grad * grad.dtype.type(scale)
+        return self.update(theta, grad, state, hp)
+
     def __repr__(self):
         return f"<update rule {self.name!r}>"
 
@@ -138,18 +146,22 @@ class SGDRule(UpdateRule):
         theta -= lr * g
 
     def update(self, theta, grad, state, hp):
+        self.update_scaled(theta, grad, state, hp, 1)
+
+    def update_scaled(self, theta, grad, state, hp, scale):
         cast = theta.dtype.type
         mu = hp["momentum"]
         if mu == 0:
             _kernels.sgd_update(_flat_inplace(theta, "parameter"), _flat(grad), cast(hp["lr"]),
-                                cast(hp["weight_decay"]))
+                                cast(hp["weight_decay"]), cast(scale))
             return
         first = "momentum_buffer" not in state
         if first:
             state["momentum_buffer"] = np.zeros(theta.shape, theta.dtype)
         _kernels.sgd_momentum_update(
             _flat_inplace(theta, "parameter"), _flat(grad), _flat_inplace(state["momentum_buffer"], "momentum_buffer"),
-            cast(hp["lr"]), cast(hp["weight_decay"]), cast(mu), cast(1 - hp["dampening"]), bool(hp["nesterov"]), first)
+            cast(hp["lr"]), cast(hp["weight_decay"]), cast(mu), cast(1 - hp["dampening"]), bool(hp["nesterov"]), first,
+            cast(scale))
 
 
 # -- Adam / AdamW -------------------------------------------------------------------
@@ -195,6 +207,9 @@ class AdamRule(UpdateRule):
         theta -= step_size * (m / denom)
 
     def update(self, theta, grad, state, hp):
+        self.update_scaled(theta, grad, state, hp, 1)
+
+    def update_scaled(self, theta, grad, state, hp, scale):
         beta1, beta2, step_size, bc2_sqrt = self._scalars(state, hp)
         cast = theta.dtype.type
         lr, wd = hp["lr"], hp["weight_decay"]
@@ -202,7 +217,7 @@ class AdamRule(UpdateRule):
             _flat_inplace(theta, "parameter"), _flat(grad), _flat_inplace(state["exp_avg"], "exp_avg"),
             _flat_inplace(state["exp_avg_sq"], "exp_avg_sq"),
             cast(1 - beta1), cast(beta2), cast(1 - beta2), cast(step_size), cast(bc2_sqrt), cast(hp["eps"]),
-            cast(0 if self.decoupled else wd), cast(1 - lr * wd if self.decoupled else 1), self.decoupled)
+            cast(0 if self.decoupled else wd), cast(1 - lr * wd if self.decoupled else 1), self.decoupled, cast(scale))
 
 
 class AdamWRule(AdamRule):

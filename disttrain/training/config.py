@@ -113,6 +113,10 @@ SCHEMA = {
         _key("find_unused_parameters", "bool", False, "Reduce parameters that got no gradient as zeros."),
         _key("sync_batch_norm", "bool", False, "Replace the model's BatchNorm layers by SyncBatchNorm (batch "
              "statistics over all ranks)."),
+        _key("shard_optimizer", "bool", False, "Shard the optimizer update and state across ranks (ZeRO-1, "
+             "dist.ShardedOptimizer): gradients are reduce-scattered, each rank updates its slice."),
+        _key("shared_memory", "bool", True, "With shard_optimizer: keep one copy of the parameters and gradient "
+             "buckets per node in MPI shared memory when ranks share a node (false: reduce-scatter + all-gather)."),
     ],
     "checkpoint": [
         _key("enabled", "bool", True, "Write checkpoints."),
@@ -584,6 +588,15 @@ def _cross_checks(sections, src, where, check_files):
         _fail(src("data", key), "data", key, text)
     if d["num_classes"] == 1:
         _fail(src("data", "num_classes"), "data", "num_classes", "must be 0 (take it from the labels) or >= 2, got 1.")
+    dist = sections["distributed"]
+    if dist["shard_optimizer"] and dist["comm_hook"] != "none":
+        _fail(src("distributed", "comm_hook"), "distributed", "comm_hook",
+              f"{_show(dist['comm_hook'])} cannot be combined with shard_optimizer = true (the sharded optimizer "
+              "reduces the gradient buckets itself); set one of them off.")
+    if dist["shard_optimizer"] and sections["train"]["grad_clip"] > 0:
+        _fail(src("train", "grad_clip"), "train", "grad_clip",
+              "cannot be combined with [distributed] shard_optimizer = true yet (each rank holds only its slice of "
+              "the averaged gradients, so the global norm is not known before the update); set one of them off.")
     from .. import optim
     o = sections["optimizer"]
     rule = optim.get_rule(o["name"])

@@ -67,7 +67,10 @@ class NonFiniteCheck(Extension):
     same averaged gradients, so every rank reaches the same verdict without a collective)."""
 
     def after_backward(self, trainer):
-        if not trainer.guard.check(trainer.step + 1, trainer.model.parameters(), trainer.lr):
+        # A sharded optimizer reduces the gradients inside its step: each rank holds only its own, so the
+        # ranks must agree on the verdict (one tiny allreduce).
+        agree = trainer.cfg.distributed.shard_optimizer and trainer.world > 1
+        if not trainer.guard.check(trainer.step + 1, trainer.model.parameters(), trainer.lr, agree=agree):
             trainer.apply_update = False
 
 
@@ -192,6 +195,8 @@ class Checkpointer(Extension):
             return
         per_rank_interval = trainer.interval.gather()      # on every rank, outside the rank-0 branch
         trainer.guard.check_interval_sums(step, per_rank_interval, trainer.lr)
+        if trainer.cfg.distributed.shard_optimizer:
+            trainer.optimizer.consolidate_state_dict(to=0)  # every rank sends its slices to rank 0
         if trainer.is_main:
             ckpt.save(trainer.ckpt_dir, step, trainer.model, trainer.optimizer,
                       trainer.checkpoint_meta(per_rank_interval), keep_last=self.keep_last)

@@ -74,11 +74,19 @@ class NonFiniteGuard:
             return "no finite loss yet"
         return f"last finite loss {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
 
-    def check(self, step, params, lr=None):
+    def check(self, step, params, lr=None, agree=False):
         """After backward, before the update of optimizer step `step` (1-based). Returns True to apply
-        the update, False to skip it (gradients must then be dropped); raises NonFiniteError."""
+        the update, False to skip it (gradients must then be dropped); raises NonFiniteError.
+        ``agree``: the gradients differ per rank (not averaged yet), so a max-allreduce of the
+        verdict makes every rank decide alike."""
         local_bad, self._local_bad = self._local_bad, None
         norm = grad_norm(params)
+        if agree:
+            from .. import distributed as dist
+            flag = np.array([0.0 if norm is None or math.isfinite(norm) else 1.0])
+            dist.all_reduce(flag, op="max")
+            if flag[0] and (norm is None or math.isfinite(norm)):
+                norm = float("nan")         # another rank's gradients are non-finite
         if norm is None or math.isfinite(norm):
             return True
         if self.skipped < self.skip_limit:

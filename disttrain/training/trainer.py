@@ -39,10 +39,14 @@ def _seed_for(seed, rank, step):
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def build_optimizer(cfg, params):
+def build_optimizer(cfg, params, ddp=None):
     from .. import optim
     hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.optimizer.as_dict().items()
           if k != "name" and v is not None}
+    if ddp is not None and cfg.distributed.shard_optimizer:
+        from ..distributed import ShardedOptimizer
+        return ShardedOptimizer(ddp, cfg.optimizer.name, shared_memory="auto" if cfg.distributed.shared_memory
+                                else False, **hp)
     return optim.create(cfg.optimizer.name, params, **hp)
 
 
@@ -114,7 +118,7 @@ class Trainer:
             from ..nn import SyncBatchNorm
             self.model = SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.ddp, self.timeline = build_ddp(cfg, self.model, run_dir)
-        self.optimizer = self.ddp.trace_optimizer(build_optimizer(cfg, self.model.parameters()))
+        self.optimizer = self.ddp.trace_optimizer(build_optimizer(cfg, self.model.parameters(), self.ddp))
         self._build_loader()
         self.schedule = build_schedule(cfg, self.optimizer, self.total)
         self.step, self.best, self.last_eval, self.wall_before = 0, None, None, 0.0
