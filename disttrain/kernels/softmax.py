@@ -1,7 +1,8 @@
 """Row-wise softmax, log-softmax and cross-entropy kernels, forward and backward.
 
 All work on 2-D C-contiguous (rows, classes) float32/float64 arrays: the ops
-move the reduced axis last. Numerically stable: the row maximum is taken out
+move the reduced axis last; the masked/causal kernels (attention scores) work
+on 3-D (slices, queries, keys) arrays. Numerically stable: the row maximum is taken out
 before exponentiating, so exp never overflows. Row sums accumulate in
 float64 and results are stored in the input dtype.
 """
@@ -105,5 +106,88 @@ def cross_entropy_backward(logits, labels, lse, row_scale, gin):
         gin[i, labels[i]] -= w
 
 
+@kernel
+def masked_softmax_forward(x, mask, causal, out):
+    """Softmax over the last axis of x (R, Tq, Tk) + mask, optionally causal (key j <= query i).
+
+    ``mask`` is an additive (M, Tq, Tk) array with M == 1 (shared by every
+    slice) or M == R; an entry of -inf drops that key. In a causal row the
+    keys after the query are never read and get probability 0. A row whose
+    keys are all dropped is NaN, as in PyTorch. One pass builds exp and the
+    row sum, a second scales; nothing is materialised besides ``out``.
+    """
+    r_, tq, tk = x.shape
+    m_ = mask.shape[0]
+    for r in range(r_):
+        mr = 0 if m_ == 1 else r
+        for i in range(tq):
+            n = tk
+            if causal:
+                n = i + 1 if i + 1 < tk else tk
+            row = x[r, i]
+            mrow = mask[mr, i]
+            o = out[r, i]
+            m = row[0] + mrow[0]
+            for j in range(1, n):
+                v = row[j] + mrow[j]
+                if v > m:
+                    m = v
+            s = 0.0
+            for j in range(n):
+                e = math.exp(row[j] + mrow[j] - m)
+                o[j] = e
+                s += e
+            inv = 1.0 / s
+            for j in range(n):
+                o[j] = o[j] * inv
+            for j in range(n, tk):
+                o[j] = 0
+
+
+@kernel
+def causal_softmax_forward(x, out):
+    """masked_softmax_forward with only the causal mask (no additive array to read)."""
+    r_, tq, tk = x.shape
+    for r in range(r_):
+        for i in range(tq):
+            n = i + 1 if i + 1 < tk else tk
+            row = x[r, i]
+            o = out[r, i]
+            m = row[0]
+            for j in range(1, n):
+                if row[j] > m:
+                    m = row[j]
+            s = 0.0
+            for j in range(n):
+                e = math.exp(row[j] - m)
+                o[j] = e
+                s += e
+            inv = 1.0 / s
+            for j in range(n):
+                o[j] = o[j] * inv
+            for j in range(n, tk):
+                o[j] = 0
+
+
+@kernel
+def causal_softmax_backward(g, y, gin):
+    """softmax_backward for (R, Tq, Tk) causal rows: the keys after the query are 0 and skipped."""
+    r_, tq, tk = g.shape
+    for r in range(r_):
+        for i in range(tq):
+            n = i + 1 if i + 1 < tk else tk
+            gr = g[r, i]
+            yr = y[r, i]
+            o = gin[r, i]
+            s = 0.0
+            for j in range(n):
+                s += gr[j] * yr[j]
+            for j in range(n):
+                o[j] = yr[j] * (gr[j] - s)
+            for j in range(n, tk):
+                o[j] = 0
+
+
 __all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-           "cross_entropy_forward", "cross_entropy_backward"]
+           "cross_entropy_forward", "cross_entropy_backward",
+           "masked_softmax_forward", "causal_softmax_forward", "causal_softmax_backward"]
