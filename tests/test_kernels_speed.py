@@ -133,3 +133,20 @@ def test_masked_softmax_errors():
         masked_softmax(dt.tensor(np.zeros((2, 4, 4))), np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"masked_softmax: scores must be at least 2-D.*\(4,\)"):
         masked_softmax(dt.tensor(np.zeros(4)), causal=True)
+
+
+# -- GELU in float32: the rational erf --------------------------------------
+def test_float32_gelu_matches_float64_erf():
+    import math
+    from disttrain.kernels.activation import gelu_backward, gelu_forward
+    x = np.concatenate([np.linspace(-8, 8, 4001), randn(1000) * 3])
+    ref = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    dref = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+                     for v in x])
+    x32 = x.astype(np.float32)
+    out = np.empty_like(x32)
+    gelu_forward(x32, out, False)
+    np.testing.assert_allclose(out, ref, rtol=2e-6, atol=2e-6)
+    gin = np.empty_like(x32)
+    gelu_backward(np.ones_like(x32), x32, gin, False)
+    np.testing.assert_allclose(gin, dref, rtol=2e-6, atol=2e-6)
