@@ -106,10 +106,10 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, gx):
 
 @kernel
 def bias_add(out, bias):
-    """out (N, O, P) += bias[o] in place."""
-    n_, o_, p_ = out.shape
-    for n in range(n_):
-        for o in range(o_):
-            b = bias[o]
-            for p in range(p_):
-                out[n, o, p] += b
+    """out (O, P) += bias[o] in place: one image's output."""
+    o_, p_ = out.shape
+    for o in range(o_):
+        b = bias[o]
+        row = out[o]
+        for p in range(p_):
+            row[p] += b

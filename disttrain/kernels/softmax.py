@@ -107,41 +107,46 @@ def cross_entropy_backward(logits, labels, lse, row_scale, gin):
 
 
 @kernel
+def _softmax_row(v, n, o):
+    """o[:n] = softmax(v[:n]) and o[n:] = 0 (the keys a causal row never sees); v may be o itself."""
+    m = v[0]
+    for j in range(1, n):
+        if v[j] > m:
+            m = v[j]
+    s = 0.0
+    for j in range(n):
+        e = math.exp(v[j] - m)
+        o[j] = e
+        s += e
+    inv = 1.0 / s
+    for j in range(n):
+        o[j] = o[j] * inv
+    for j in range(n, o.shape[0]):
+        o[j] = 0
+
+
+@kernel
 def masked_softmax_forward(x, mask, causal, out):
     """Softmax over the last axis of x (R, Tq, Tk) + mask, optionally causal (key j <= query i).
 
     ``mask`` is an additive (M, Tq, Tk) array with M == 1 (shared by every
     slice) or M == R; an entry of -inf drops that key. In a causal row the
     keys after the query are never read and get probability 0. A row whose
-    keys are all dropped is NaN, as in PyTorch. One pass builds exp and the
-    row sum, a second scales; nothing is materialised besides ``out``.
+    keys are all dropped is NaN, as in PyTorch. Each row is built and
+    normalised in place in ``out`` while it is in the cache.
     """
     r_, tq, tk = x.shape
     m_ = mask.shape[0]
     for r in range(r_):
         mr = 0 if m_ == 1 else r
         for i in range(tq):
-            n = tk
-            if causal:
-                n = i + 1 if i + 1 < tk else tk
+            n = (i + 1 if i + 1 < tk else tk) if causal else tk
             row = x[r, i]
             mrow = mask[mr, i]
             o = out[r, i]
-            m = row[0] + mrow[0]
-            for j in range(1, n):
-                v = row[j] + mrow[j]
-                if v > m:
-                    m = v
-            s = 0.0
             for j in range(n):
-                e = math.exp(row[j] + mrow[j] - m)
-                o[j] = e
-                s += e
-            inv = 1.0 / s
-            for j in range(n):
-                o[j] = o[j] * inv
-            for j in range(n, tk):
-                o[j] = 0
+                o[j] = row[j] + mrow[j]
+            _softmax_row(o, n, o)
 
 
 @kernel
@@ -150,23 +155,7 @@ def causal_softmax_forward(x, out):
     r_, tq, tk = x.shape
     for r in range(r_):
         for i in range(tq):
-            n = i + 1 if i + 1 < tk else tk
-            row = x[r, i]
-            o = out[r, i]
-            m = row[0]
-            for j in range(1, n):
-                if row[j] > m:
-                    m = row[j]
-            s = 0.0
-            for j in range(n):
-                e = math.exp(row[j] - m)
-                o[j] = e
-                s += e
-            inv = 1.0 / s
-            for j in range(n):
-                o[j] = o[j] * inv
-            for j in range(n, tk):
-                o[j] = 0
+            _softmax_row(x[r, i], i + 1 if i + 1 < tk else tk, out[r, i])
 
 
 @kernel

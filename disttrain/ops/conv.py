@@ -47,10 +47,12 @@ class Conv2d(Function):
         w2 = contiguous(weight, dt).reshape(o, c * kh * kw)
         out = np.empty((n, o, oh * ow), dt)
         cols = _Columns(xc, kh, kw, sh, sw, ph, pw, oh, ow)
+        b = None if bias is None else contiguous(bias, dt)
         for i in range(n):                                 # one image at a time: cols stays in the cache
-            np.matmul(w2, cols.of(i), out=out[i])          # (O, oh*ow): NCHW
-        if bias is not None:
-            K.bias_add(out, contiguous(bias, dt))
+            oi = out[i]
+            np.matmul(w2, cols.of(i), out=oi)              # (O, oh*ow): NCHW
+            if b is not None:                              # while this image's output is in the cache
+                K.bias_add(oi, b)
         ctx.save_for_backward(xc, w2)
         ctx.geometry = (weight.shape, sh, sw, ph, pw, oh, ow)
         return out.reshape(n, o, oh, ow)
@@ -64,25 +66,26 @@ class Conv2d(Function):
         kh, kw = w_shape[2], w_shape[3]
         dt = w2.dtype
         g3 = contiguous(g, dt).reshape(n, o, oh * ow)
-        gw = gx = None
-        if nw:
-            # per image, accumulated: the columns are rebuilt from x (cache-resident) instead of
-            # being kept from forward (the whole batch's columns would be a trip to memory each way)
-            cols = _Columns(xc, kh, kw, sh, sw, ph, pw, oh, ow)
-            # cols @ g^T (C*kh*kw, O): this orientation measured 1.2-1.4x faster than g @ cols^T
-            gwt = np.zeros(w2.shape[::-1], dt)
-            part = np.empty(w2.shape[::-1], dt)
-            for i in range(n):
-                np.matmul(cols.of(i), g3[i].T, out=part)
-                gwt += part
-            gw = np.ascontiguousarray(gwt.T).reshape(w_shape)
-        if nx:
-            gx = np.empty(xc.shape, dt)
-            gcols = np.empty((w2.shape[1], oh * ow), dt)
-            w2t = w2.T
-            for i in range(n):
-                np.matmul(w2t, g3[i], out=gcols)
+        # One pass over the images, each through one cache-resident buffer: its columns are rebuilt
+        # from x (not kept from forward: the whole batch's columns would be a trip to memory each
+        # way), the weight gradient accumulates cols @ g^T (this orientation measured 1.2-1.4x
+        # faster than g @ cols^T), then the same buffer takes w^T @ g, folded back by col2im.
+        cols = _Columns(xc, kh, kw, sh, sw, ph, pw, oh, ow)
+        gwt = np.empty(w2.shape[::-1], dt) if nw else None
+        part = np.empty(w2.shape[::-1], dt) if nw and n > 1 else None
+        gx = np.empty(xc.shape, dt) if nx else None
+        gcols = cols.buf if nx and cols.buf is not None else np.empty((w2.shape[1], oh * ow), dt)
+        w2t = w2.T
+        for i in range(n):
+            gi = g3[i]
+            if nw:
+                np.matmul(cols.of(i), gi.T, out=part if i else gwt)
+                if i:
+                    gwt += part
+            if nx:
+                np.matmul(w2t, gi, out=gcols)
                 K.col2im(gcols, kh, kw, sh, sw, ph, pw, oh, ow, gx[i])
+        gw = np.ascontiguousarray(gwt.T).reshape(w_shape) if nw else None
         gb = g3.sum(axis=(0, 2)) if nb else None
         return gx, gw, gb, None, None
 
