@@ -150,3 +150,21 @@ def test_float32_gelu_matches_float64_erf():
     gin = np.empty_like(x32)
     gelu_backward(np.ones_like(x32), x32, gin, False)
     np.testing.assert_allclose(gin, dref, rtol=2e-6, atol=2e-6)
+
+
+def test_vecmath_against_math():
+    import math
+    from disttrain.kernels.vecmath import erf32, exp_neg
+    xs = np.linspace(-6, 6, 2401)
+    assert max(abs(erf32(v) - math.erf(v)) for v in xs) < 1e-7
+    us = np.concatenate([np.linspace(0, 1, 501), np.linspace(0, 103, 2061)])
+    assert max(abs(exp_neg(u) - math.exp(-u)) / math.exp(-u) for u in us) < 3e-8
+    assert exp_neg(np.inf) == 0.0 and np.float32(exp_neg(104.0)) == 0 and np.isnan(exp_neg(np.nan))
+    # float32 softmax through it: a masked (-inf) key gets exactly 0
+    x = randn(2, 3, 4).astype(np.float32)
+    mask = np.zeros((1, 3, 4), np.float32)
+    mask[0, :, 2] = -np.inf
+    out = np.empty_like(x)
+    KS.masked_softmax_forward(x, mask, False, out)
+    assert (out[:, :, 2] == 0).all()
+    np.testing.assert_allclose(out, ref_masked_softmax(x, mask, False), rtol=1e-6, atol=1e-7)

@@ -10,52 +10,12 @@ import math
 
 
 from ._jit import kernel
+from .vecmath import erf32, exp_neg
 
 _SQRT_HALF = 0.7071067811865476          # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327       # 1/sqrt(2*pi)
 _SQRT_2_OVER_PI = 0.7978845608028654     # sqrt(2/pi)
 _GELU_C = 0.044715
-
-
-@kernel
-def erf32(x):
-    """erf for float32 arrays: the rational fit on [-4, 4] that Eigen and XLA use for float32.
-
-    Within a few float32 ulps of erf, saturating to +-1 outside (as float32 erf
-    does). Plain arithmetic, so the loops that call it vectorise; numba's
-    math.erf is a scalar libm call (measured ~10-20 ns per element). float64
-    arrays keep math.erf: their results are compared at 1e-12.
-    """
-    v = min(max(x, -4.0), 4.0)
-    v2 = v * v
-    p = v2 * -2.72614225801306e-10 + 2.77068142495902e-08
-    p = v2 * p + -2.10102402082508e-06
-    p = v2 * p + -5.69250639462346e-05
-    p = v2 * p + -7.34990630326855e-04
-    p = v2 * p + -2.95459980854025e-03
-    p = v2 * p + -1.60960333262415e-02
-    p = v * p
-    q = v2 * -1.45660718464996e-05 + -2.13374055278905e-04
-    q = v2 * q + -1.68282697438203e-03
-    q = v2 * q + -7.37332916720468e-03
-    q = v2 * q + -1.42647390514189e-02
-    return p / q
-
-
-@kernel
-def exp_neg(u):
-    """exp(-u) for u >= 0 in plain arithmetic (so loops calling it vectorise; math.exp does not).
-
-    exp(-u) = (exp(-u/1024))**1024: a degree-6 Taylor polynomial at u/1024 <= 0.1
-    (error < 1e-11, times 1024 after the ten squarings), computed in float64 --
-    well inside float32 precision, used for float32 arrays only. u is capped at
-    100 (exp(-100) is below float32's smallest normal).
-    """
-    v = min(u, 100.0) * (1.0 / 1024.0)
-    t = 1.0 - v * (1.0 - v * 0.5 * (1.0 - v * (1.0 / 3.0) * (1.0 - v * 0.25 * (1.0 - v * 0.2 * (1.0 - v * (1.0 / 6.0))))))
-    for _ in range(10):
-        t = t * t
-    return t
 
 
 @kernel

@@ -10,6 +10,7 @@ import math
 
 
 from ._jit import kernel
+from .vecmath import exp_neg
 
 
 @kernel
@@ -114,10 +115,16 @@ def _softmax_row(v, n, o):
         if v[j] > m:
             m = v[j]
     s = 0.0
-    for j in range(n):
-        e = math.exp(v[j] - m)
-        o[j] = e
-        s += e
+    if o.itemsize == 4:              # float32: a polynomial exp, so this loop vectorises
+        for j in range(n):
+            e = exp_neg(m - v[j])
+            o[j] = e
+            s += e
+    else:
+        for j in range(n):
+            e = math.exp(v[j] - m)
+            o[j] = e
+            s += e
     inv = 1.0 / s
     for j in range(n):
         o[j] = o[j] * inv
