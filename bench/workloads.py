@@ -158,19 +158,20 @@ def gpt(fw):
 
     ``fw`` is disttrain or torch: the module tree and parameter names are the
     same, so a state dict moves between them. The attention differs only in
-    the masked softmax: disttrain's fused causal kernel (``dt.ops.masked_softmax``)
-    against nanoGPT's ``masked_fill(-inf)`` + ``softmax`` in torch.
+    the scaled masked softmax: disttrain's fused kernel (``dt.ops.masked_softmax``
+    with causal=True and the 1/sqrt(head dim) scale) against nanoGPT's
+    ``(att * scale).masked_fill(-inf)`` + ``softmax`` in torch.
     """
     nn = fw.nn
     is_torch = fw.__name__ == "torch"
     C, H, T = GPT_EMBD, GPT_HEADS, GPT_BLOCK
     hd = C // H
 
-    def causal_softmax(att):
-        if is_torch:
+    def causal_softmax(att, scale):
+        if is_torch:                      # nanoGPT's manual attention
             t = att.shape[-1]
-            return fw.softmax(att.masked_fill(causal_mask[:t, :t], float("-inf")), dim=-1)
-        return fw.ops.masked_softmax(att, causal=True)
+            return fw.softmax((att * scale).masked_fill(causal_mask[:t, :t], float("-inf")), dim=-1)
+        return fw.ops.masked_softmax(att, causal=True, scale=scale)     # scale and mask inside the kernel
 
     if is_torch:
         causal_mask = fw.ones(T, T, dtype=fw.bool).triu(1)
@@ -187,7 +188,7 @@ def gpt(fw):
             q = qkv[:, :, 0].transpose((0, 2, 1, 3)) if not is_torch else qkv[:, :, 0].permute(0, 2, 1, 3)
             k = qkv[:, :, 1].transpose((0, 2, 3, 1)) if not is_torch else qkv[:, :, 1].permute(0, 2, 3, 1)
             v = qkv[:, :, 2].transpose((0, 2, 1, 3)) if not is_torch else qkv[:, :, 2].permute(0, 2, 1, 3)
-            att = causal_softmax((q @ k) * (1.0 / hd ** 0.5))
+            att = causal_softmax(q @ k, 1.0 / hd ** 0.5)
             y = att @ v                                                  # (b, H, t, hd)
             y = y.transpose((0, 2, 1, 3)) if not is_torch else y.permute(0, 2, 1, 3)
             return self.c_proj(y.reshape(b, t, C))

@@ -89,24 +89,25 @@ def test_conv2d_batch_gradcheck_and_float32(padding):
 
 # -- masked / causal softmax -------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_causal_and_masked_softmax_kernels_match_numpy(dtype):
+def test_scaled_causal_and_masked_softmax_kernels_match_numpy(dtype):
     x = randn(4, 5, 7).astype(dtype)
     tol = 1e-6 if dtype == np.float32 else 1e-13
-    out = np.full(x.shape, np.nan, dtype)
-    KS.causal_softmax_forward(x, out)
-    np.testing.assert_allclose(out, ref_masked_softmax(x, None, True), rtol=tol, atol=tol)
     mask = np.where(randn(1, 5, 7) > 0.5, -np.inf, randn(1, 5, 7)).astype(dtype)
     mask[:, :, 0] = 0                                           # every row keeps a key
-    for causal in (False, True):
-        out = np.full(x.shape, np.nan, dtype)
-        KS.masked_softmax_forward(x, mask, causal, out)
-        np.testing.assert_allclose(out, ref_masked_softmax(x, mask, causal), rtol=tol, atol=tol)
-    g = randn(*x.shape).astype(dtype)
-    y = ref_masked_softmax(x, None, True).astype(dtype)
-    gin = np.full(x.shape, np.nan, dtype)
-    KS.causal_softmax_backward(g, y, gin)
-    ref = y * (g - (g * y).sum(axis=-1, keepdims=True))
-    np.testing.assert_allclose(gin, ref, rtol=10 * tol, atol=10 * tol)
+    for scale in (1.0, 0.3):
+        for causal in (False, True):
+            out = np.full(x.shape, np.nan, dtype)
+            KS.scaled_softmax_forward(x, scale, causal, out)
+            np.testing.assert_allclose(out, ref_masked_softmax(scale * x, None, causal), rtol=tol, atol=tol)
+            out = np.full(x.shape, np.nan, dtype)
+            KS.masked_softmax_forward(x, mask, scale, causal, out)
+            np.testing.assert_allclose(out, ref_masked_softmax(scale * x, mask, causal), rtol=tol, atol=tol)
+            g = randn(*x.shape).astype(dtype)
+            y = ref_masked_softmax(scale * x, None, causal).astype(dtype)
+            gin = np.full(x.shape, np.nan, dtype)
+            KS.scaled_softmax_backward(g, y, scale, causal, gin)
+            ref = scale * y * (g - (g * y).sum(axis=-1, keepdims=True))
+            np.testing.assert_allclose(gin, ref, rtol=10 * tol, atol=10 * tol)
 
 
 def test_masked_softmax_op_values_and_gradcheck():
@@ -124,6 +125,9 @@ def test_masked_softmax_op_values_and_gradcheck():
     assert gradcheck(lambda t: masked_softmax(t, keep, True), [x])
     assert gradcheck(lambda t, m: masked_softmax(t, m, True), [x, add])
     assert gradcheck(lambda t, m: masked_softmax(t, m), [randn(3, 2, 5), randn(2, 5)])
+    assert gradcheck(lambda t, m: masked_softmax(t, m, True, 0.25), [x, add])
+    np.testing.assert_allclose(masked_softmax(dt.tensor(x), add, True, 0.25).numpy(),
+                               ref_masked_softmax(0.25 * x, add, True), rtol=1e-12, atol=1e-15)
     # every key of a row dropped: NaN, as in PyTorch
     assert np.isnan(masked_softmax(dt.tensor(x), np.zeros((4, 4), bool)).numpy()).all()
 
@@ -133,6 +137,8 @@ def test_masked_softmax_errors():
         masked_softmax(dt.tensor(np.zeros((2, 4, 4))), np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"masked_softmax: scores must be at least 2-D.*\(4,\)"):
         masked_softmax(dt.tensor(np.zeros(4)), causal=True)
+    with pytest.raises(ValueError, match=r"masked_softmax: scale must be a positive finite number, got -1"):
+        masked_softmax(dt.tensor(np.zeros((2, 2))), scale=-1)
 
 
 # -- GELU in float32: the rational erf --------------------------------------
@@ -165,6 +171,6 @@ def test_vecmath_against_math():
     mask = np.zeros((1, 3, 4), np.float32)
     mask[0, :, 2] = -np.inf
     out = np.empty_like(x)
-    KS.masked_softmax_forward(x, mask, False, out)
+    KS.masked_softmax_forward(x, mask, 1.0, False, out)
     assert (out[:, :, 2] == 0).all()
     np.testing.assert_allclose(out, ref_masked_softmax(x, mask, False), rtol=1e-6, atol=1e-7)

@@ -1,8 +1,8 @@
 """Row-wise softmax, log-softmax and cross-entropy kernels, forward and backward.
 
 All work on 2-D C-contiguous (rows, classes) float32/float64 arrays: the ops
-move the reduced axis last; the masked/causal kernels (attention scores) work
-on 3-D (slices, queries, keys) arrays. Numerically stable: the row maximum is taken out
+move the reduced axis last; the scaled/masked/causal kernels (attention
+scores) work on 3-D (slices, queries, keys) arrays. Numerically stable: the row maximum is taken out
 before exponentiating, so exp never overflows. Row sums accumulate in
 float64 and results are stored in the input dtype.
 """
@@ -108,8 +108,11 @@ def cross_entropy_backward(logits, labels, lse, row_scale, gin):
 
 
 @kernel
-def _softmax_row(v, n, o):
-    """o[:n] = softmax(v[:n]) and o[n:] = 0 (the keys a causal row never sees); v may be o itself."""
+def _softmax_row(v, n, scale, o):
+    """o[:n] = softmax(scale * v[:n]) (scale > 0) and o[n:] = 0 (the keys a causal row never sees).
+
+    v may be o itself.
+    """
     m = v[0]
     for j in range(1, n):
         if v[j] > m:
@@ -117,12 +120,12 @@ def _softmax_row(v, n, o):
     s = 0.0
     if o.itemsize == 4:              # float32: a polynomial exp, so this loop vectorises
         for j in range(n):
-            e = exp_neg(m - v[j])
+            e = exp_neg(scale * (m - v[j]))
             o[j] = e
             s += e
     else:
         for j in range(n):
-            e = math.exp(v[j] - m)
+            e = math.exp(scale * (v[j] - m))
             o[j] = e
             s += e
     inv = 1.0 / s
@@ -133,45 +136,58 @@ def _softmax_row(v, n, o):
 
 
 @kernel
-def masked_softmax_forward(x, mask, causal, out):
-    """Softmax over the last axis of x (R, Tq, Tk) + mask, optionally causal (key j <= query i).
+def _keys(i, tk, causal):
+    """How many keys query i sees: all, or (causal) keys 0..i."""
+    if causal and i + 1 < tk:
+        return i + 1
+    return tk
+
+
+@kernel
+def scaled_softmax_forward(x, scale, causal, out):
+    """softmax(scale * x) over the last axis of x (R, Tq, Tk), optionally causal (key j <= query i).
+
+    In a causal row the keys after the query are never read and get probability 0.
+    """
+    r_, tq, tk = x.shape
+    for r in range(r_):
+        for i in range(tq):
+            _softmax_row(x[r, i], _keys(i, tk, causal), scale, out[r, i])
+
+
+@kernel
+def masked_softmax_forward(x, mask, scale, causal, out):
+    """scaled_softmax_forward of scale * x + mask.
 
     ``mask`` is an additive (M, Tq, Tk) array with M == 1 (shared by every
-    slice) or M == R; an entry of -inf drops that key. In a causal row the
-    keys after the query are never read and get probability 0. A row whose
-    keys are all dropped is NaN, as in PyTorch. Each row is built and
-    normalised in place in ``out`` while it is in the cache.
+    slice) or M == R; an entry of -inf drops that key. A row whose keys are
+    all dropped is NaN, as in PyTorch. Each row is built and normalised in
+    place in ``out`` while it is in the cache.
     """
     r_, tq, tk = x.shape
     m_ = mask.shape[0]
     for r in range(r_):
         mr = 0 if m_ == 1 else r
         for i in range(tq):
-            n = (i + 1 if i + 1 < tk else tk) if causal else tk
+            n = _keys(i, tk, causal)
             row = x[r, i]
             mrow = mask[mr, i]
             o = out[r, i]
             for j in range(n):
-                o[j] = row[j] + mrow[j]
-            _softmax_row(o, n, o)
+                o[j] = scale * row[j] + mrow[j]
+            _softmax_row(o, n, 1.0, o)
 
 
 @kernel
-def causal_softmax_forward(x, out):
-    """masked_softmax_forward with only the causal mask (no additive array to read)."""
-    r_, tq, tk = x.shape
-    for r in range(r_):
-        for i in range(tq):
-            _softmax_row(x[r, i], i + 1 if i + 1 < tk else tk, out[r, i])
+def scaled_softmax_backward(g, y, scale, causal, gin):
+    """Backward of (masked/scaled/causal) softmax rows: gin = scale * y * (g - sum(g * y)).
 
-
-@kernel
-def causal_softmax_backward(g, y, gin):
-    """softmax_backward for (R, Tq, Tk) causal rows: the keys after the query are 0 and skipped."""
+    (R, Tq, Tk) arrays; in a causal row the keys after the query are 0 and skipped.
+    """
     r_, tq, tk = g.shape
     for r in range(r_):
         for i in range(tq):
-            n = i + 1 if i + 1 < tk else tk
+            n = _keys(i, tk, causal)
             gr = g[r, i]
             yr = y[r, i]
             o = gin[r, i]
@@ -179,11 +195,11 @@ def causal_softmax_backward(g, y, gin):
             for j in range(n):
                 s += gr[j] * yr[j]
             for j in range(n):
-                o[j] = yr[j] * (gr[j] - s)
+                o[j] = scale * yr[j] * (gr[j] - s)
             for j in range(n, tk):
                 o[j] = 0
 
 
 __all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
            "cross_entropy_forward", "cross_entropy_backward",
-           "masked_softmax_forward", "causal_softmax_forward", "causal_softmax_backward"]
+           "scaled_softmax_forward", "masked_softmax_forward", "scaled_softmax_backward"]

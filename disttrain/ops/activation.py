@@ -136,22 +136,27 @@ class LogSoftmax(_RowWise):
 
 
 class MaskedSoftmax(Function):
-    """Softmax over the last axis of attention scores (..., queries, keys), masked, fused.
+    """softmax(scale * scores + mask) over the last axis of attention scores (..., queries, keys), fused.
 
     ``mask``: None, an additive float array/Tensor (-inf drops a key; it gets a
     gradient when it requires one) or a boolean array where True keeps a key (as
     PyTorch's scaled_dot_product_attention reads a boolean attn_mask); it
     broadcasts against the scores. ``causal``: query i sees keys j <= i
-    (top-left aligned, as PyTorch's is_causal). One kernel pass forward and one
-    backward (kernels/softmax.py); the causal kernels skip the masked half
-    instead of exponentiating -inf. A row with every key masked is NaN, as in PyTorch.
+    (top-left aligned, as PyTorch's is_causal). ``scale`` (> 0) multiplies the
+    scores inside the kernel, saving attention's separate pass over them. One
+    kernel pass forward and one backward (kernels/softmax.py); the causal rows
+    skip the masked half instead of exponentiating -inf. A row with every key
+    masked is NaN, as in PyTorch.
     """
 
     @staticmethod
-    def forward(ctx, x, mask, causal):
+    def forward(ctx, x, mask, causal, scale):
         x = np.asarray(x)
         if x.ndim < 2:
             raise ValueError(f"masked_softmax: scores must be at least 2-D (..., queries, keys), got shape {x.shape}")
+        if not (isinstance(scale, (int, float, np.floating, np.integer)) and not isinstance(scale, bool)
+                and 0 < scale < np.inf):
+            raise ValueError(f"masked_softmax: scale must be a positive finite number, got {scale!r}")
         dt = kernel_dtype(x)
         tq, tk = x.shape[-2:]
         x3 = contiguous(x, dt).reshape(-1, tq, tk)
@@ -174,39 +179,35 @@ class MaskedSoftmax(Function):
                                                 (tq, tk)), dt).reshape(1, tq, tk)
             else:
                 m3 = contiguous(np.broadcast_to(mask, x.shape), dt).reshape(-1, tq, tk)
+        scale, causal = float(scale), bool(causal)
         if x3.size:
             if m3 is not None:
-                S.masked_softmax_forward(x3, m3, bool(causal), out)
-            elif causal:
-                S.causal_softmax_forward(x3, out)
+                S.masked_softmax_forward(x3, m3, scale, causal, out)
             else:
-                S.softmax_forward(x3.reshape(-1, tk), out.reshape(-1, tk))
+                S.scaled_softmax_forward(x3, scale, causal, out)
         ctx.save_for_backward(out)
-        ctx.meta = (x.shape, mask_shape, bool(causal))
+        ctx.meta = (x.shape, mask_shape, causal, scale)
         return out.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        x_shape, mask_shape, causal = ctx.meta
+        x_shape, mask_shape, causal, scale = ctx.meta
         g3 = contiguous(g, y.dtype).reshape(y.shape)
         gin = np.empty_like(y)
-        if y.size:
-            if causal:
-                S.causal_softmax_backward(g3, y, gin)
-            else:       # masked keys have y == 0, so the plain kernel gives them 0
-                tk = y.shape[-1]
-                S.softmax_backward(g3.reshape(-1, tk), y.reshape(-1, tk), gin.reshape(-1, tk))
+        if y.size:       # masked keys have y == 0, so they get 0
+            S.scaled_softmax_backward(g3, y, scale, causal, gin)
         gx = gin.reshape(x_shape)
         gm = None
         if mask_shape is not None and ctx.needs_input_grad[1]:
-            gm = unbroadcast(gx, mask_shape)
-        return gx, gm, None
+            # d/dmask = d/d(scale * x): the input gradient without the scale
+            gm = unbroadcast(gx if scale == 1.0 else gx * (1.0 / scale), mask_shape)
+        return gx, gm, None, None
 
 
-def masked_softmax(x, mask=None, causal=False):
-    """Softmax over the last axis of attention scores with an additive/boolean ``mask`` and/or ``causal``."""
-    return MaskedSoftmax.apply(x, mask, causal)
+def masked_softmax(x, mask=None, causal=False, scale=1.0):
+    """softmax(scale * x + mask) over the last axis of attention scores; ``causal`` masks later keys."""
+    return MaskedSoftmax.apply(x, mask, causal, scale)
 
 
 def relu(a):
