@@ -17,6 +17,7 @@ THREADS = os.environ.get("BENCH_THREADS", "1")
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = THREADS
+
 # A persistent cache, so only the start-up bench (G) ever pays a cold compile.
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
     os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "disttrain", "numba"))
@@ -83,6 +84,8 @@ def machine_info():
         info["mpi"] = " ".join(MPI.Get_library_version().split()[:3])
     except Exception:                   # noqa: BLE001
         info["mpi"] = None
+    # OpenBLAS's kernel family, when the environment pins it (this machine sets Haswell: AVX2)
+    info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE", "auto")
     try:                                # which BLAS, which kernel, how many threads really
         import threadpoolctl
         info["threadpools"] = [f"{d.get('internal_api')} {d.get('version') or ''} {d.get('architecture') or ''} "

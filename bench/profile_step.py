@@ -39,7 +39,7 @@ def make_step(name, ddp=False):
     rank = 0
     if ddp:
         rank = dist.get_rank()
-    step, _, _ = W.dt_step(W.dt_model(name), W.batches(name, rank=rank), wrap=wrap)
+    step, _, _ = W.dt_step(W.dt_model(name), W.batches(name, rank=rank), wrap=wrap, name=name)
     return step, 1
 
 
@@ -159,7 +159,7 @@ def profile_pyspy(name, steps, top):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("workload", choices=list("ABCD") + list("abcd"))
+    ap.add_argument("workload", choices=list("ABCDLK") + list("abcdlk"))
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--tool", choices=("cprofile", "pyinstrument", "py-spy", "none"), default="cprofile")
     ap.add_argument("--top", type=int, default=25)

@@ -1,4 +1,4 @@
-"""Run every benchmark (A-H), write bench/results/latest.json and a chart of the ratios.
+"""Run every benchmark (A-H, K, L and the single layers), write bench/results/latest.json and a chart of the ratios.
 
     python bench/run_all.py                 # everything, ~5-10 minutes on 2 cores
     BENCH_QUICK=1 python bench/run_all.py   # smoke run with few steps
@@ -26,7 +26,8 @@ RESULTS = os.path.join(BENCH_DIR, "results")
 JOBS = [
     ("H", "limits.py", 1, 120, []),
     ("H", "limits.py", 2, 120, []),
-    ("ABCD", "step_times.py", 1, 300, None),
+    ("ABCDLK", "step_times.py", 1, 420, None),
+    ("LK", "layers.py", 1, 300, []),             # single layers of L and K, forward+backward
     ("P", "phases.py", 1, 240, []),              # diagnostic: per-phase split of A, B, C
     ("E", "scaling.py", 2, 300, []),
     ("F", "ddp_sync.py", 2, 240, []),
@@ -48,6 +49,11 @@ TARGETS = {
     "B": ("step time ratio dt/torch", 1.5, "le"),
     "C": ("step time ratio dt/torch", 1.25, "le"),
     "D": ("per-op time ratio dt/torch", 1.0, "le"),
+    "L": ("step time ratio dt/torch", 1.0, "le"),
+    "L-conv1": ("fwd+bwd time ratio dt/torch", 1.0, "le"),
+    "L-conv2": ("fwd+bwd time ratio dt/torch", 1.0, "le"),
+    "conv-64-128": ("fwd+bwd time ratio dt/torch", 1.0, "le"),
+    "K": ("step time ratio dt/torch", 1.0, "le"),
     "E-A": ("2-rank scaling efficiency", 0.85, "ge"),
     "E-C": ("2-rank scaling efficiency", 0.85, "ge"),
     "F": ("DDP sync / raw Allreduce", 1.10, "le"),
@@ -123,7 +129,7 @@ def f_record(records):
 
 def summarise(records):
     rows = []
-    for w in ("A", "B", "C", "D"):
+    for w in ("A", "B", "C", "D", "L", "L-conv1", "L-conv2", "conv-64-128", "K"):
         r = find(records, w)
         rows.append(row(w, r, r and r.get("ratio"), r and r.get("disttrain"), r and r.get("torch"),
                         (r and r.get("unit")) or "", records, cpu=r and r.get("cpu_ratio")))
@@ -212,11 +218,11 @@ def fmt(x, nd=3):
 
 
 def table(rows):
-    out = [f"{'wl':<7}{'measure':<28}{'disttrain':>10}{'torch':>10}{'value':>8}{'cpu':>6}{'target':>9}  met"]
+    out = [f"{'wl':<12}{'measure':<28}{'disttrain':>10}{'torch':>10}{'value':>8}{'cpu':>6}{'target':>9}  met"]
     for r in rows:
         tgt = ("<=" if r["sense"] == "le" else ">=") + f"{r['target']:g}"
         met = {True: "MET", False: "NOT MET", None: "n/a"}[r["met"]]
-        line = f"{r['workload']:<7}{r['measure']:<28}{fmt(r['disttrain']):>10}{fmt(r['torch']):>10}" \
+        line = f"{r['workload']:<12}{r['measure']:<28}{fmt(r['disttrain']):>10}{fmt(r['torch']):>10}" \
                f"{fmt(r['value'], 2):>8}{fmt(r.get('cpu'), 2):>6}{tgt:>9}  {met}"
         if r["peer_value"] is not None:
             line += f"  (torch DDP: {r['peer_value']:.2f}"
@@ -302,6 +308,11 @@ def limits_lines(records):
         g = A_GFLOP / (a["disttrain"] / 1e3)
         out.append(f"- workload A runs at {g:.0f} GFLOP/s in disttrain ({g / sg['numpy'] * 100:.0f}% of numpy's "
                    f"sgemm)" + (f", {A_GFLOP / (a['torch'] / 1e3):.0f} GFLOP/s in torch" if a.get("torch") else ""))
+    for r in records:
+        if sg and r.get("status") == "ok" and r.get("gflops_disttrain"):
+            out.append(f"- {r['workload']} ({r.get('desc', '')}): {r['gflops_disttrain']:.0f} GFLOP/s in disttrain "
+                       f"({r['gflops_disttrain'] / sg['numpy'] * 100:.0f}% of numpy's sgemm)"
+                       + (f", {r['gflops_torch']:.0f} GFLOP/s in torch" if r.get("gflops_torch") else ""))
     if mc:
         out.append(f"- memory copy: {mc['copy']:.1f} GB/s (one thread)")
     if ar:
@@ -335,7 +346,7 @@ def chart(rows, path):
     except ImportError:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(width_ratios=[3, 2]))
-    ratio_rows = [r for r in rows if r["workload"] in ("A", "B", "C", "D", "F") and r["value"] is not None]
+    ratio_rows = [r for r in rows if r["workload"] in ("A", "B", "C", "D", "L", "K", "F") and r["value"] is not None]
     names = [r["workload"] for r in ratio_rows]
     vals = [r["value"] for r in ratio_rows]
     colors = ["tab:green" if r["met"] else "tab:red" for r in ratio_rows]

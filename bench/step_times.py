@@ -1,6 +1,6 @@
-"""Workloads A-D: single-process step time, disttrain vs PyTorch, side by side.
+"""Workloads A-D, L, K: single-process step time, disttrain vs PyTorch, side by side.
 
-    python bench/step_times.py            # A B C D
+    python bench/step_times.py            # A B C D L K
     python bench/step_times.py A D        # a subset
 
 One JSON line per workload (prefixed "BENCH "), then a table. Both frameworks
@@ -23,12 +23,12 @@ def bench_model(name, torch):
     data = W.batches(name)
     model = W.dt_model(name)
     weights = W.state_arrays(model)
-    dstep, dstate, _ = W.dt_step(model, data)
+    dstep, dstate, _ = W.dt_step(model, data, name=name)
     steps = {"disttrain": dstep}
     extra = {"desc": W.SPECS[name][2]}
     if torch is not None:
         tmodel = W.torch_model(name, torch, weights)
-        tstep, tstate, _ = W.torch_step(tmodel, data, torch)
+        tstep, tstate, _ = W.torch_step(tmodel, data, torch, name=name)
         steps["torch"] = tstep
         # Same weights, same batch -> same first loss: evidence the pair is fair.
         dstep()
@@ -71,7 +71,7 @@ def table(records):
 
 
 def main(argv):
-    wanted = [a.upper() for a in argv] or ["A", "B", "C", "D"]
+    wanted = [a.upper() for a in argv] or ["A", "B", "C", "D", "L", "K"]
     torch = import_torch()
     records = []
     for name in wanted:

@@ -18,13 +18,23 @@ SPECS = {
     "A": ((784,), 128, "MLP 784-1024-1024-10 relu, b128, SGD m0.9"),
     "B": ((64,), 32, "MLP 64-128-10 relu, b32, SGD m0.9"),
     "C": ((1, 28, 28), 64, "LeNet conv8-pool-conv16-pool-120-84-10, b64, SGD m0.9"),
+    "L": ((1, 28, 28), 64, "MNIST CNN (pytorch/examples) conv32-conv64-pool-9216-128-10, b64, SGD m0.9"),
+    "K": ((64,), 8, "nanoGPT 2 layers 4 heads d64 T64 vocab 65, manual causal attention, b8, AdamW"),
 }
+
+# workload K's model
+GPT_VOCAB, GPT_BLOCK, GPT_EMBD, GPT_HEADS, GPT_LAYERS = 65, 64, 64, 4, 2
+K_LR = 1e-3
 
 NEEDS = {
     "A": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
     "B": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
     "C": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.Conv2d", "dt.nn.MaxPool2d",
           "dt.nn.Flatten", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
+    "L": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.Conv2d", "dt.nn.MaxPool2d",
+          "dt.nn.Flatten", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
+    "K": ("dt.nn.Linear", "dt.nn.Embedding", "dt.nn.LayerNorm", "dt.nn.GELU", "dt.nn.ModuleList",
+          "dt.ops.masked_softmax", "dt.nn.functional.cross_entropy", "dt.optim.AdamW"),
 }
 
 
@@ -35,6 +45,9 @@ def batches(name, batch=None, seed=SEED, rank=0):
     shape, default_batch, _ = SPECS[name]
     b = default_batch if batch is None else batch
     rng = np.random.default_rng([seed, rank])
+    if name == "K":           # token ids in, next tokens (flattened: the loss sees (B*T, vocab)) out
+        return [(rng.integers(0, GPT_VOCAB, size=(b,) + shape).astype(np.int64),
+                 rng.integers(0, GPT_VOCAB, size=b * shape[0]).astype(np.int64)) for _ in range(POOL)]
     return [(rng.standard_normal((b,) + shape, dtype=np.float32),
              rng.integers(0, 10, size=b).astype(np.int64)) for _ in range(POOL)]
 
@@ -56,15 +69,27 @@ def dt_model(name):
                              nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                              nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                              nn.Linear(84, 10))
+    if name == "L":
+        return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Linear(128, 10))
+    if name == "K":
+        return gpt(dt)
     raise KeyError(name)
 
 
-def dt_step(model, data, wrap=None):
+def optimizer(name, params, optim):
+    """The same update rule for both frameworks: AdamW for the GPT, SGD with momentum otherwise."""
+    if name == "K":
+        return optim.AdamW(params, lr=K_LR)
+    return optim.SGD(params, lr=LR, momentum=MOMENTUM)
+
+
+def dt_step(model, data, wrap=None, name=None):
     """One disttrain training step over the cycled batches; returns (step, losses)."""
     import disttrain as dt
     F = dt.nn.functional
     net = wrap(model) if wrap is not None else model
-    opt = dt.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    opt = optimizer(name, model.parameters(), dt.optim)
     xs = [(dt.tensor(x), y) for x, y in data]
     return _step_closure(net, opt, F.cross_entropy, xs)
 
@@ -105,6 +130,11 @@ def torch_model(name, torch, weights=None):
         m = nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    elif name == "L":
+        m = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Linear(128, 10))
+    elif name == "K":
+        m = gpt(torch)
     else:
         raise KeyError(name)
     if weights is not None:
@@ -113,9 +143,9 @@ def torch_model(name, torch, weights=None):
     return m
 
 
-def torch_step(model, data, torch, wrap=None):
+def torch_step(model, data, torch, wrap=None, name=None):
     net = wrap(model) if wrap is not None else model
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    opt = optimizer(name, model.parameters(), torch.optim)
     xs = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data]
     return _step_closure(net, opt, torch.nn.functional.cross_entropy, xs)
 
@@ -126,6 +156,89 @@ def loss_value(loss):
     if hasattr(loss, "item"):
         return float(loss.item())
     return float(np.asarray(loss))
+
+
+# -- workload K: a nanoGPT-style model, the same code over either framework ----
+def gpt(fw):
+    """nanoGPT's model (no dropout, untied head) with manual causal attention, built from ``fw``.
+
+    ``fw`` is disttrain or torch: the module tree and parameter names are the
+    same, so a state dict moves between them. The attention differs only in
+    the scaled masked softmax: disttrain's fused kernel (``dt.ops.masked_softmax``
+    with causal=True and the 1/sqrt(head dim) scale) against nanoGPT's
+    ``(att * scale).masked_fill(-inf)`` + ``softmax`` in torch.
+    """
+    nn = fw.nn
+    is_torch = fw.__name__ == "torch"
+    C, H, T = GPT_EMBD, GPT_HEADS, GPT_BLOCK
+    hd = C // H
+
+    def causal_softmax(att, scale):
+        if is_torch:                      # nanoGPT's manual attention
+            t = att.shape[-1]
+            return fw.softmax((att * scale).masked_fill(causal_mask[:t, :t], float("-inf")), dim=-1)
+        return fw.ops.masked_softmax(att, causal=True, scale=scale)     # scale and mask inside the kernel
+
+    if is_torch:
+        causal_mask = fw.ones(T, T, dtype=fw.bool).triu(1)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(C, 3 * C)
+            self.c_proj = nn.Linear(C, C)
+
+        def forward(self, x):
+            b, t = x.shape[0], x.shape[1]
+            qkv = self.c_attn(x).reshape(b, t, 3, H, hd)
+            q = qkv[:, :, 0].transpose((0, 2, 1, 3)) if not is_torch else qkv[:, :, 0].permute(0, 2, 1, 3)
+            k = qkv[:, :, 1].transpose((0, 2, 3, 1)) if not is_torch else qkv[:, :, 1].permute(0, 2, 3, 1)
+            v = qkv[:, :, 2].transpose((0, 2, 1, 3)) if not is_torch else qkv[:, :, 2].permute(0, 2, 1, 3)
+            att = causal_softmax(q @ k, 1.0 / hd ** 0.5)
+            y = att @ v                                                  # (b, H, t, hd)
+            y = y.transpose((0, 2, 1, 3)) if not is_torch else y.permute(0, 2, 1, 3)
+            return self.c_proj(y.reshape(b, t, C))
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_fc = nn.Linear(C, 4 * C)
+            self.gelu = nn.GELU()
+            self.c_proj = nn.Linear(4 * C, C)
+
+        def forward(self, x):
+            return self.c_proj(self.gelu(self.c_fc(x)))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(C)
+            self.attn = Attention()
+            self.ln_2 = nn.LayerNorm(C)
+            self.mlp = MLP()
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(GPT_VOCAB, C)
+            self.wpe = nn.Embedding(T, C)
+            self.h = nn.ModuleList([Block() for _ in range(GPT_LAYERS)])
+            self.ln_f = nn.LayerNorm(C)
+            self.lm_head = nn.Linear(C, GPT_VOCAB, bias=False)
+
+        def forward(self, idx):
+            t = idx.shape[1]
+            pos = np.arange(t) if not is_torch else fw.arange(t)
+            x = self.wte(idx) + self.wpe(pos)
+            for block in self.h:
+                x = block(x)
+            return self.lm_head(self.ln_f(x)).reshape(-1, GPT_VOCAB)    # (B*T, vocab) for the loss
+
+    return GPT()
 
 
 # -- workload D: per-op overhead ---------------------------------------------

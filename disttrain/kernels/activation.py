@@ -10,6 +10,7 @@ import math
 
 
 from ._jit import kernel
+from .vecmath import erf32, exp_neg
 
 _SQRT_HALF = 0.7071067811865476          # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327       # 1/sqrt(2*pi)
@@ -69,6 +70,11 @@ def gelu_forward(x, out, approximate_tanh):
         for i in range(x.size):
             v = x[i]
             out[i] = half * v * (one + math.tanh(k * (v + c * v * v * v)))
+    elif x.itemsize == 4:
+        s = x.dtype.type(_SQRT_HALF)
+        for i in range(x.size):
+            v = x[i]
+            out[i] = half * v * (one + erf32(v * s))
     else:
         s = x.dtype.type(_SQRT_HALF)
         for i in range(x.size):
@@ -92,10 +98,14 @@ def gelu_backward(g, x, gin, approximate_tanh):
     else:
         s = x.dtype.type(_SQRT_HALF)
         p = x.dtype.type(_INV_SQRT_2PI)
+        f32 = x.itemsize == 4
         for i in range(x.size):
             v = x[i]
             # d/dx [x Phi(x)] = Phi(x) + x phi(x)
-            d = half * (one + math.erf(v * s)) + v * p * math.exp(-half * v * v)
+            if f32:
+                d = half * (one + erf32(v * s)) + v * p * exp_neg(half * v * v)
+            else:
+                d = half * (one + math.erf(v * s)) + v * p * math.exp(-half * v * v)
             gin[i] = g[i] * d
 
 

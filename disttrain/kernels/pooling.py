@@ -64,9 +64,14 @@ def max_pool2x2_forward(x, out, argmax):
 
 @kernel
 def max_pool2d_backward(g, argmax, gx):
-    """gx (planes, H*W), zeroed by the caller, += g at each window's winning pixel."""
+    """gx (planes, H*W) = g scattered onto each window's winning pixel, 0 elsewhere.
+
+    gx is overwritten: each plane is zeroed here, just before its scatter, while it
+    is in the cache (a separate np.zeros pass measured as costly as the scatter).
+    """
     planes, oh, ow = g.shape
     for p in range(planes):
+        gx[p] = 0
         for y in range(oh):
             for xo in range(ow):
                 gx[p, argmax[p, y, xo]] += g[p, y, xo]
@@ -89,11 +94,12 @@ def avg_pool2d_forward(x, kh, kw, sh, sw, out):
 
 @kernel
 def avg_pool2d_backward(g, kh, kw, sh, sw, gx):
-    """gx (planes, H, W), zeroed by the caller, += g / (kh*kw) over each window."""
+    """gx (planes, H, W) = the sum of g / (kh*kw) over the windows covering each pixel (overwritten)."""
     planes, h, w = gx.shape
     oh, ow = g.shape[1], g.shape[2]
     inv = 1.0 / (kh * kw)
     for p in range(planes):
+        gx[p] = 0
         for y in range(oh):
             for xo in range(ow):
                 v = g[p, y, xo] * inv

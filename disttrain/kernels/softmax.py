@@ -1,7 +1,8 @@
 """Row-wise softmax, log-softmax and cross-entropy kernels, forward and backward.
 
 All work on 2-D C-contiguous (rows, classes) float32/float64 arrays: the ops
-move the reduced axis last. Numerically stable: the row maximum is taken out
+move the reduced axis last; the scaled/masked/causal kernels (attention
+scores) work on 3-D (slices, queries, keys) arrays. Numerically stable: the row maximum is taken out
 before exponentiating, so exp never overflows. Row sums accumulate in
 float64 and results are stored in the input dtype.
 """
@@ -9,6 +10,7 @@ import math
 
 
 from ._jit import kernel
+from .vecmath import exp_neg
 
 
 @kernel
@@ -105,5 +107,99 @@ def cross_entropy_backward(logits, labels, lse, row_scale, gin):
         gin[i, labels[i]] -= w
 
 
+@kernel
+def _softmax_row(v, n, scale, o):
+    """o[:n] = softmax(scale * v[:n]) (scale > 0) and o[n:] = 0 (the keys a causal row never sees).
+
+    v may be o itself.
+    """
+    m = v[0]
+    for j in range(1, n):
+        if v[j] > m:
+            m = v[j]
+    s = 0.0
+    if o.itemsize == 4:              # float32: a polynomial exp, so this loop vectorises
+        for j in range(n):
+            e = exp_neg(scale * (m - v[j]))
+            o[j] = e
+            s += e
+    else:
+        for j in range(n):
+            e = math.exp(scale * (v[j] - m))
+            o[j] = e
+            s += e
+    inv = 1.0 / s
+    for j in range(n):
+        o[j] = o[j] * inv
+    for j in range(n, o.shape[0]):
+        o[j] = 0
+
+
+@kernel
+def _keys(i, tk, causal):
+    """How many keys query i sees: all, or (causal) keys 0..i."""
+    if causal and i + 1 < tk:
+        return i + 1
+    return tk
+
+
+@kernel
+def scaled_softmax_forward(x, scale, causal, out):
+    """softmax(scale * x) over the last axis of x (R, Tq, Tk), optionally causal (key j <= query i).
+
+    In a causal row the keys after the query are never read and get probability 0.
+    """
+    r_, tq, tk = x.shape
+    for r in range(r_):
+        for i in range(tq):
+            _softmax_row(x[r, i], _keys(i, tk, causal), scale, out[r, i])
+
+
+@kernel
+def masked_softmax_forward(x, mask, scale, causal, out):
+    """scaled_softmax_forward of scale * x + mask.
+
+    ``mask`` is an additive (M, Tq, Tk) array with M == 1 (shared by every
+    slice) or M == R; an entry of -inf drops that key. A row whose keys are
+    all dropped is NaN, as in PyTorch. Each row is built and normalised in
+    place in ``out`` while it is in the cache.
+    """
+    r_, tq, tk = x.shape
+    m_ = mask.shape[0]
+    for r in range(r_):
+        mr = 0 if m_ == 1 else r
+        for i in range(tq):
+            n = _keys(i, tk, causal)
+            row = x[r, i]
+            mrow = mask[mr, i]
+            o = out[r, i]
+            for j in range(n):
+                o[j] = scale * row[j] + mrow[j]
+            _softmax_row(o, n, 1.0, o)
+
+
+@kernel
+def scaled_softmax_backward(g, y, scale, causal, gin):
+    """Backward of (masked/scaled/causal) softmax rows: gin = scale * y * (g - sum(g * y)).
+
+    (R, Tq, Tk) arrays; in a causal row the keys after the query are 0 and skipped.
+    """
+    r_, tq, tk = g.shape
+    for r in range(r_):
+        for i in range(tq):
+            n = _keys(i, tk, causal)
+            gr = g[r, i]
+            yr = y[r, i]
+            o = gin[r, i]
+            s = 0.0
+            for j in range(n):
+                s += gr[j] * yr[j]
+            for j in range(n):
+                o[j] = scale * yr[j] * (gr[j] - s)
+            for j in range(n, tk):
+                o[j] = 0
+
+
 __all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-           "cross_entropy_forward", "cross_entropy_backward"]
+           "cross_entropy_forward", "cross_entropy_backward",
+           "scaled_softmax_forward", "masked_softmax_forward", "scaled_softmax_backward"]

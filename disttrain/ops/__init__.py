@@ -6,7 +6,7 @@ loops live in Numba kernels (disttrain/kernels), which know nothing of autograd.
 """
 from .arithmetic import add, sub, mul, div, pow, neg, abs, cast
 from .elementwise import exp, log, sqrt, tanh, sigmoid
-from .activation import relu, gelu, softmax, log_softmax
+from .activation import relu, gelu, softmax, log_softmax, masked_softmax
 from .reduction import sum, mean, max, min
 from .shape import reshape, transpose, getitem
 from .matmul import matmul

@@ -11,6 +11,7 @@ input is contiguous, nothing is copied.
 import numpy as np
 
 from ..autograd.function import Function
+from ._util import unbroadcast
 from ._arrays import KERNEL_DTYPES, contiguous, flat_in, memory_order, kernel_dtype, normalize_axis, lazy_kernels
 
 K = lazy_kernels("activation")
@@ -132,6 +133,81 @@ class Softmax(_RowWise):
 class LogSoftmax(_RowWise):
     fwd, bwd = "log_softmax_forward", "log_softmax_backward"
     name = "log_softmax"
+
+
+class MaskedSoftmax(Function):
+    """softmax(scale * scores + mask) over the last axis of attention scores (..., queries, keys), fused.
+
+    ``mask``: None, an additive float array/Tensor (-inf drops a key; it gets a
+    gradient when it requires one) or a boolean array where True keeps a key (as
+    PyTorch's scaled_dot_product_attention reads a boolean attn_mask); it
+    broadcasts against the scores. ``causal``: query i sees keys j <= i
+    (top-left aligned, as PyTorch's is_causal). ``scale`` (> 0) multiplies the
+    scores inside the kernel, saving attention's separate pass over them. One
+    kernel pass forward and one backward (kernels/softmax.py); the causal rows
+    skip the masked half instead of exponentiating -inf. A row with every key
+    masked is NaN, as in PyTorch.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mask, causal, scale):
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"masked_softmax: scores must be at least 2-D (..., queries, keys), got shape {x.shape}")
+        if not (isinstance(scale, (int, float, np.floating, np.integer)) and not isinstance(scale, bool)
+                and 0 < scale < np.inf):
+            raise ValueError(f"masked_softmax: scale must be a positive finite number, got {scale!r}")
+        dt = kernel_dtype(x)
+        tq, tk = x.shape[-2:]
+        x3 = contiguous(x, dt).reshape(-1, tq, tk)
+        out = np.empty_like(x3)
+        m3 = mask_shape = None
+        if mask is not None:
+            mask = np.asarray(mask)
+            mask_shape = mask.shape
+            if mask.dtype == np.bool_:
+                mask = np.where(mask, dt.type(0), dt.type(-np.inf))
+                mask_shape = None                         # a boolean mask has no gradient
+            try:
+                if np.broadcast_shapes(mask.shape, x.shape) != x.shape:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"masked_softmax: mask of shape {np.shape(mask)} does not broadcast to the "
+                                 f"scores' shape {x.shape}") from None
+            if all(d == 1 for d in mask.shape[:-2]):       # one (Tq, Tk) mask shared by every slice
+                m3 = contiguous(np.broadcast_to(mask.reshape(mask.shape[-2:] if mask.ndim >= 2 else mask.shape),
+                                                (tq, tk)), dt).reshape(1, tq, tk)
+            else:
+                m3 = contiguous(np.broadcast_to(mask, x.shape), dt).reshape(-1, tq, tk)
+        scale, causal = float(scale), bool(causal)
+        if x3.size:
+            if m3 is not None:
+                S.masked_softmax_forward(x3, m3, scale, causal, out)
+            else:
+                S.scaled_softmax_forward(x3, scale, causal, out)
+        ctx.save_for_backward(out)
+        ctx.meta = (x.shape, mask_shape, causal, scale)
+        return out.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        x_shape, mask_shape, causal, scale = ctx.meta
+        g3 = contiguous(g, y.dtype).reshape(y.shape)
+        gin = np.empty_like(y)
+        if y.size:       # masked keys have y == 0, so they get 0
+            S.scaled_softmax_backward(g3, y, scale, causal, gin)
+        gx = gin.reshape(x_shape)
+        gm = None
+        if mask_shape is not None and ctx.needs_input_grad[1]:
+            # d/dmask = d/d(scale * x): the input gradient without the scale
+            gm = unbroadcast(gx if scale == 1.0 else gx * (1.0 / scale), mask_shape)
+        return gx, gm, None, None
+
+
+def masked_softmax(x, mask=None, causal=False, scale=1.0):
+    """softmax(scale * x + mask) over the last axis of attention scores; ``causal`` masks later keys."""
+    return MaskedSoftmax.apply(x, mask, causal, scale)
 
 
 def relu(a):

@@ -55,7 +55,7 @@ class MaxPool2d(Function):
         n, c = ctx.x_shape[:2]
         (hp, wp), ph, pw = ctx.padded
         dt = kernel_dtype(g)
-        gx = np.zeros((n * c, hp * wp), dt)
+        gx = np.empty((n * c, hp * wp), dt)              # the kernel zeroes each plane in the cache
         K.max_pool2d_backward(contiguous(g, dt).reshape(argmax.shape), argmax, gx)
         return crop_hw(gx.reshape(n, c, hp, wp), ph, pw), None, None, None
 
@@ -80,7 +80,7 @@ class AvgPool2d(Function):
         kh, kw, sh, sw, ph, pw, oh, ow = ctx.geometry
         n, c, h, w = ctx.x_shape
         dt = kernel_dtype(g)
-        gx = np.zeros((n * c, h + 2 * ph, w + 2 * pw), dt)
+        gx = np.empty((n * c, h + 2 * ph, w + 2 * pw), dt)
         K.avg_pool2d_backward(contiguous(g, dt).reshape(n * c, oh, ow), kh, kw, sh, sw, gx)
         return crop_hw(gx.reshape(n, c, h + 2 * ph, w + 2 * pw), ph, pw), None, None, None
 
