@@ -236,7 +236,7 @@ def test_pooling_noncontiguous_float32_and_errors():
     out = F.max_pool2d(x32, 2)
     out.sum().backward()
     assert out.dtype == x32.grad.dtype == np.float32
-    assert x32.grad.numpy().sum() == out.size       # every window routes its gradient once
+    assert x32.grad.numpy().sum() == out.numel()      # every window routes its gradient once
     with pytest.raises(ValueError, match=r"max_pool2d: input must be 4-D"):
         F.max_pool2d(dt.tensor(np.ones((4, 4))), 2)
     with pytest.raises(ValueError, match=r"avg_pool2d: padding"):
