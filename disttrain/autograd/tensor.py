@@ -726,11 +726,14 @@ def _raw(x):
     return x.data if isinstance(x, Tensor) else x
 
 
-def tensor(data, requires_grad=False, dtype=None):
+def tensor(data, requires_grad=False, dtype=None, device=None):
     """A new Tensor holding a copy of ``data``.
 
     Python numbers and lists of floats become float32; numpy arrays keep their dtype.
+    ``device`` may only name the CPU.
     """
+    if device is not None:
+        _device.as_device(device)
     if isinstance(data, Tensor):
         data = data.data
     if isinstance(data, (np.ndarray, np.generic)):
