@@ -8,6 +8,7 @@ everything else, written beside the target and renamed over it (a crash never
 leaves a half-written file). Loading uses ``allow_pickle=False``; anything else
 (a Module, a function, an arbitrary object) is refused by name when saving.
 """
+import io
 import json
 import os
 import zipfile
@@ -24,12 +25,30 @@ class SaveError(TypeError):
     """An object that cannot be stored without pickle (named with its place in the structure)."""
 
 
-def save(obj, f):
-    """Write ``obj`` (nested plain data, arrays and Tensors) to the path ``f`` (exactly that name)."""
+def _contents(obj, what):
     arrays = []
-    skeleton = {"format": FORMAT, "root": _encode(obj, "obj", arrays)}
+    skeleton = {"format": FORMAT, "root": _encode(obj, what, arrays)}
     contents = {f"a{i}": a for i, a in enumerate(arrays)}
     contents[_SKELETON] = np.frombuffer(json.dumps(skeleton).encode(), dtype=np.uint8)
+    return contents
+
+
+def to_bytes(obj, what="obj"):
+    """``obj`` encoded as `save` would write it (for sending between ranks without pickle)."""
+    buf = io.BytesIO()
+    np.savez(buf, **_contents(obj, what))
+    return buf.getvalue()
+
+
+def from_bytes(data):
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        contents = {k: z[k] for k in z.files}
+    return _restore(contents)
+
+
+def save(obj, f):
+    """Write ``obj`` (nested plain data, arrays and Tensors) to the path ``f`` (exactly that name)."""
+    contents = _contents(obj, "obj")
     path = os.fspath(f)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
@@ -58,13 +77,17 @@ def load(f, map_location=None, weights_only=True, **kwargs):
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise ValueError(f"dt.load: {path} is not a file written by dt.save ({type(exc).__name__}: {exc})") from None
     try:
-        skeleton = json.loads(contents.pop(_SKELETON).tobytes().decode())
-        if not isinstance(skeleton, dict) or skeleton.get("format") != FORMAT:
-            raise ValueError(f"format {skeleton.get('format') if isinstance(skeleton, dict) else None!r}, "
-                             f"expected {FORMAT!r}")
-        return _decode(skeleton["root"], contents)
+        return _restore(contents)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError(f"dt.load: {path} is not a file written by dt.save ({exc})") from None
+
+
+def _restore(contents):
+    skeleton = json.loads(contents.pop(_SKELETON).tobytes().decode())
+    if not isinstance(skeleton, dict) or skeleton.get("format") != FORMAT:
+        raise ValueError(f"format {skeleton.get('format') if isinstance(skeleton, dict) else None!r}, "
+                         f"expected {FORMAT!r}")
+    return _decode(skeleton["root"], contents)
 
 
 def _encode(obj, where, arrays):

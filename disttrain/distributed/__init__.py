@@ -19,6 +19,7 @@ from .ddp import DistributedDataParallel, ModelMismatchError
 from .comm_hooks import GradBucket, allreduce_hook, fp16_compress_hook, bf16_compress_hook
 from .timeline import Timeline
 from . import comm_hooks
+from .torch_api import init_process_group, is_available, broadcast_object_list, all_gather_object
 
 __all__ = [
     "init", "is_initialized", "destroy_process_group", "default_group", "get_rank", "get_world_size",
@@ -27,4 +28,5 @@ __all__ = [
     "iall_reduce", "ibroadcast", "iall_gather", "ireduce_scatter", "ibarrier", "Work",
     "DistributedDataParallel", "ModelMismatchError", "GradBucket", "allreduce_hook",
     "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks",
+    "init_process_group", "is_available", "broadcast_object_list", "all_gather_object",
 ]
