@@ -225,6 +225,12 @@ class Tensor:
         body = np.array2string(self.data, separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.data.dtype}{extra})"
 
+    def __format__(self, spec):
+        # f"{loss:.4f}" works on one-element tensors, as in PyTorch.
+        if spec and self.data.size == 1:
+            return format(self.data.item(), spec)
+        return format(str(self), spec)
+
     def __bool__(self):
         return bool(self.data)
 
