@@ -141,8 +141,8 @@ class OneCycleLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def _annealed(self, t, key):
-        if t >= self.total_steps:
-            raise ValueError(f"OneCycleLR: stepped {t + 1} times, more than total_steps={self.total_steps}")
+        if t > self.total_steps:     # (torch allows one step past the last: its lr is never used)
+            raise ValueError(f"OneCycleLR: stepped {t} times, more than total_steps={self.total_steps}")
         start = 0.0
         for i, phase in enumerate(self.phases):
             end = phase[0]
