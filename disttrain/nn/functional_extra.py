@@ -48,7 +48,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     per = w[safe] * keep
     picked = _ops.gather(x, 1, safe[:, None]).reshape(-1)
     # where(), not a product with 0: an ignored row's picked value may be -inf.
-    losses = _ops.where(keep, -(picked * per.astype(x.dtype)), np.zeros((), x.dtype))
+    picked = _ops.where(keep, picked, np.zeros((), x.dtype))
+    losses = -(picked * per.astype(x.dtype))
     if reduction == "none":
         return losses
     total = losses.sum()
