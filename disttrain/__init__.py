@@ -35,8 +35,8 @@ def __getattr__(name):
     if name in ("nn", "optim", "data", "distributed", "training", "kernels", "ops", "utils", "multiprocessing",
                 "vision"):
         return importlib.import_module(f".{name}", __name__)
-    if name == "DistributedDataParallel":
-        from .distributed import DistributedDataParallel
+    if name == "DistributedDataParallel":     # the one taking PyTorch's device_ids=/output_device= too
+        from .nn.parallel import DistributedDataParallel
         return DistributedDataParallel
     if name == "manual_seed":
         from .random import manual_seed

@@ -39,5 +39,6 @@ def _ddp_class():
                              **kwargs)
 
     DistributedDataParallel.__module__ = __name__
+    DistributedDataParallel.__qualname__ = "DistributedDataParallel"
     _cls = DistributedDataParallel
     return _cls
