@@ -122,13 +122,15 @@ def test_mnist_example_runs(tmp_path):
     assert os.path.isdir(dt.data.FASHION_MNIST_ROOT) or "synthetic 28x28 images instead" in err, err
 
 
-def test_ddp_tutorial_runs_on_two_ranks():
+def test_ddp_tutorial_runs_on_two_ranks(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))     # the tutorial's checkpoint goes to tempfile.gettempdir()
     rc, out, err, _ = mpirun.run(2, os.path.join(EXAMPLES, "ddp_tutorial.py"), timeout=180)
     assert rc == 0, f"{out[-3000:]}\n{err[-3000:]}"
     for line in ("Running basic DDP example on rank 0.", "Running basic DDP example on rank 1.",
                  "Running DDP checkpoint example on rank 1.", "Running DDP with model parallel example on rank 0."):
         assert line in out, out
     assert "model parallel example on rank 1" not in out      # world_size n_gpus//2 == 1: rank 0 only
+    assert not os.listdir(tmp_path)                            # rank 0 removed the checkpoint it saved
 
 
 @needs_ignore_index
