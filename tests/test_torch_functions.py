@@ -132,6 +132,11 @@ def test_set_grad_enabled_as_call_context_and_decorator():
         return x * 2
     assert not g(w).requires_grad and dt.is_grad_enabled()
 
+    @dt.no_grad
+    def h(x):
+        return x * 2
+    assert not h(w).requires_grad and dt.is_grad_enabled()
+
 
 def test_autograd_grad_leaves_dot_grad_alone():
     a = rng.standard_normal(3)

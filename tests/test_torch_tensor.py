@@ -175,6 +175,8 @@ def test_item_assignment_under_no_grad_only():
         w[w > 2] = 0.0
     np.testing.assert_array_equal(w.numpy(), [[0, 1, 2], [0, 0, 0]])
     t = dt.tensor(np.zeros(4))
+    with pytest.raises(RuntimeError, match="item assignment of a tensor that requires grad"):
+        t[0] = w[0, 0]
     t[dt.tensor(np.array([1, 3]))] = 5
     np.testing.assert_array_equal(t.numpy(), [0, 5, 0, 5])
     t.zero_().add_(1).mul_(3)

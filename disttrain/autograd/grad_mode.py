@@ -43,13 +43,24 @@ class _GradMode:
         return wrapper
 
 
-class no_grad(_GradMode):
+class _BareDecoratable(_GradMode):
+    """Also usable without parentheses, ``@dt.no_grad``, as PyTorch allows."""
+
+    def __new__(cls, orig_func=None):
+        if orig_func is not None:
+            if not callable(orig_func):
+                raise TypeError(f"{cls.__name__}() takes no arguments (got {orig_func!r})")
+            return cls()(orig_func)
+        return super().__new__(cls)
+
+
+class no_grad(_BareDecoratable):
     """Nothing inside is recorded: results do not require grad."""
 
     _mode = False
 
 
-class enable_grad(_GradMode):
+class enable_grad(_BareDecoratable):
     """Recording on, e.g. inside a ``no_grad`` region."""
 
     _mode = True

@@ -318,6 +318,10 @@ class Tensor:
         """``t[mask] = v``: an in-place write, allowed where nothing is being recorded
         (under ``no_grad``, or on tensors that do not require grad)."""
         self._check_inplace("item assignment")
+        if isinstance(value, Tensor) and value.requires_grad and _grad_mode._State.enabled:
+            raise RuntimeError(
+                f"item assignment of a tensor that requires grad (shape {value.shape}) would not be recorded by "
+                "autograd; build the result with dt.where(mask, value, t) or dt.cat instead")
         self.data[_raw_index(index)] = _raw(value)
 
     # -- comparisons as methods (boolean tensors, no gradient) --------------
