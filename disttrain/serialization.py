@@ -51,6 +51,8 @@ def save(obj, f):
     contents = _contents(obj, "obj")
     path = os.fspath(f)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"dt.save: cannot write {path}: directory {directory} does not exist")
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as out:

@@ -191,6 +191,8 @@ def test_save_refuses_objects_and_load_refuses_foreign_files(tmp_path):
     with pytest.raises(SaveError, match=r"obj\['m'\]\[0\] is a disttrain.nn.linear.Linear, which cannot be saved"):
         dt.save({"m": [dt.nn.Linear(2, 2)]}, tmp_path / "x.pt")
     assert not os.listdir(tmp_path)                              # nothing half-written
+    with pytest.raises(FileNotFoundError, match="directory .*nowhere does not exist"):
+        dt.save({}, tmp_path / "nowhere" / "x.pt")
     np.savez(tmp_path / "other.npz", a=np.ones(2))
     with pytest.raises(ValueError, match="not a file written by dt.save"):
         dt.load(tmp_path / "other.npz")
