@@ -125,10 +125,12 @@ class OneCycleLR(LRScheduler):
         s = float(pct_start * total_steps)
         # (end step, lr start/end key, momentum start/end key) per phase, as torch defines them
         if three_phase:
-            self.phases = [(s - 1, "initial", "max", "max_m", "base_m"), (2 * s - 2, "max", "initial", "base_m", "max_m"),
+            self.phases = [(s - 1, "initial", "max", "max_m", "base_m"),
+                           (2 * s - 2, "max", "initial", "base_m", "max_m"),
                            (total_steps - 1, "initial", "min", "max_m", "max_m")]
         else:
-            self.phases = [(s - 1, "initial", "max", "max_m", "base_m"), (total_steps - 1, "max", "min", "base_m", "max_m")]
+            self.phases = [(s - 1, "initial", "max", "max_m", "base_m"),
+                           (total_steps - 1, "max", "min", "base_m", "max_m")]
         self.cycle_momentum = bool(cycle_momentum)
         if self.cycle_momentum and not all("momentum" in g or "betas" in g for g in groups):
             raise ValueError("OneCycleLR: cycle_momentum needs an optimizer with 'momentum' or 'betas'")

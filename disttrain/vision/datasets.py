@@ -26,9 +26,9 @@ class FashionMNIST(ArrayDataset):
             X, y = make_images(n_train + n_test, 10, (1, 28, 28), seed=0)
             X, y = (X[:n_train], y[:n_train]) if train else (X[n_train:], y[n_train:])
             self.synthetic = True
+            ignored = ", download=True ignored" if download else ""
             print(f"disttrain.vision: {type(self).__name__} {split} files not found ({exc}); using {len(X)} "
-                  f"synthetic 28x28 images instead (nothing is downloaded{', download=True ignored' if download else ''})",
-                  file=sys.stderr)
+                  f"synthetic 28x28 images instead (nothing is downloaded{ignored})", file=sys.stderr)
         n = self._limit(len(X))
         X, y = X[:n], y[:n]
         if transform is not None:
