@@ -15,9 +15,16 @@ _os.environ.setdefault(
 
 from .autograd import (  # noqa: E402
     Tensor, tensor, from_numpy, Function, no_grad, enable_grad, set_grad_enabled,
-    is_grad_enabled, custom_vjp, custom_gradient,
+    is_grad_enabled, inference_mode, custom_vjp, custom_gradient,
 )
 from . import autograd  # noqa: E402
+# PyTorch's top-level names (see README "Coming from PyTorch").
+from .autograd.device import device  # noqa: E402
+from .dtypes import *  # noqa: E402,F401,F403
+from .creation import *  # noqa: E402,F401,F403
+from .tensor_functions import *  # noqa: E402,F401,F403
+from .serialization import save, load  # noqa: E402
+from .accelerators import cuda, accelerator, backends  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -25,10 +32,11 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Heavier subpackages load on first use, keeping `import disttrain` fast.
     import importlib
-    if name in ("nn", "optim", "data", "distributed", "training", "kernels", "ops"):
+    if name in ("nn", "optim", "data", "distributed", "training", "kernels", "ops", "utils", "multiprocessing",
+                "vision"):
         return importlib.import_module(f".{name}", __name__)
-    if name == "DistributedDataParallel":
-        from .distributed import DistributedDataParallel
+    if name == "DistributedDataParallel":     # the one taking PyTorch's device_ids=/output_device= too
+        from .nn.parallel import DistributedDataParallel
         return DistributedDataParallel
     if name == "manual_seed":
         from .random import manual_seed

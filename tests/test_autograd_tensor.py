@@ -58,7 +58,8 @@ def test_integer_tensor_cannot_require_grad():
 
 def test_properties_and_item():
     t = dt.tensor(np.arange(6.0).reshape(2, 3))
-    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and t.dtype == np.float64
+    assert t.shape == (2, 3) and t.ndim == 2 and t.dtype == np.float64
+    assert t.numel() == 6 and t.size() == (2, 3) and t.size(-1) == 3
     assert len(t) == 2
     s = t.sum()
     assert s.item() == 15.0 and isinstance(s.item(), float)

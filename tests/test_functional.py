@@ -178,9 +178,9 @@ def test_linear_float32_and_errors():
     out.sum().backward()
     assert out.dtype == x.grad.dtype == w.grad.dtype == b.grad.dtype == np.float32
     with pytest.raises(ValueError, match=r"linear: input of shape \(5, 4\) does not match weight of shape \(4, 3\)"):
-        F.linear(dt.tensor(np.ones((5, 4))), w)
+        F.linear(dt.tensor(np.ones((5, 4), np.float32)), w)
     with pytest.raises(ValueError, match=r"linear: bias of shape \(3,\)"):
-        F.linear(x, w, dt.tensor(np.ones(3)))
+        F.linear(x, w, dt.tensor(np.ones(3, np.float32)))
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), (1, 2), ((2, 1), (0, 1))])
@@ -236,7 +236,7 @@ def test_pooling_noncontiguous_float32_and_errors():
     out = F.max_pool2d(x32, 2)
     out.sum().backward()
     assert out.dtype == x32.grad.dtype == np.float32
-    assert x32.grad.numpy().sum() == out.size       # every window routes its gradient once
+    assert x32.grad.numpy().sum() == out.numel()      # every window routes its gradient once
     with pytest.raises(ValueError, match=r"max_pool2d: input must be 4-D"):
         F.max_pool2d(dt.tensor(np.ones((4, 4))), 2)
     with pytest.raises(ValueError, match=r"avg_pool2d: padding"):

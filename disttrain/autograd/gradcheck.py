@@ -72,7 +72,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, n_directions=3, seed=0
         outs = _outputs(fn, inputs)
     weights = [rng.standard_normal(o.shape) for o in outs]
     analytic = _analytic(fn, inputs, weights)
-    total = sum(x.size for x in diff_inputs)
+    total = sum(x.numel() for x in diff_inputs)
 
     if total <= FULL_JACOBIAN_LIMIT:
         numeric = []
@@ -133,10 +133,10 @@ def jacobian(fn, x):
     """
     x = Tensor(np.array(getattr(x, "data", x), dtype=np.float64), requires_grad=True)
     out = fn(x)
-    rows = np.zeros((out.size, x.size))
-    for i in range(out.size):
+    rows = np.zeros((out.numel(), x.numel()))
+    for i in range(out.numel()):
         x.grad = None
-        seed = np.zeros(out.size)
+        seed = np.zeros(out.numel())
         seed[i] = 1.0
         out.backward(seed.reshape(out.shape), retain_graph=True)
         if x._grad is not None:

@@ -21,6 +21,7 @@ from .comm_hooks import GradBucket, allreduce_hook, fp16_compress_hook, bf16_com
 from .timeline import Timeline
 from .sharded import ShardedOptimizer
 from . import comm_hooks
+from .torch_api import init_process_group, is_available, broadcast_object_list, all_gather_object
 
 __all__ = [
     "init", "is_initialized", "destroy_process_group", "default_group", "get_rank", "get_world_size",
@@ -29,4 +30,5 @@ __all__ = [
     "iall_reduce", "ibroadcast", "iall_gather", "ireduce_scatter", "ibarrier", "Work", "CollectiveMismatchError",
     "DistributedDataParallel", "ModelMismatchError", "GradBucket", "allreduce_hook",
     "fp16_compress_hook", "bf16_compress_hook", "Timeline", "comm_hooks", "ShardedOptimizer",
+    "init_process_group", "is_available", "broadcast_object_list", "all_gather_object",
 ]

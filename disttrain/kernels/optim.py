@@ -64,3 +64,42 @@ def adam_update(theta, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_mi
         exp_avg_sq[i] = v
         denom = math.sqrt(v) / bias_correction2_sqrt + eps
         theta[i] = t - step_size * (m / denom)
+
+
+@kernel
+def rmsprop_update(theta, grad, square_avg, grad_avg, buf, lr, alpha, one_minus_alpha, eps, weight_decay,
+                   momentum, centered):
+    """torch.optim.RMSprop: v = alpha*v + (1-alpha)*g^2; optional centring by the mean gradient
+    and a momentum buffer (buf = momentum*buf + g/avg)."""
+    for i in range(theta.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * theta[i]
+        v = alpha * square_avg[i] + one_minus_alpha * (g * g)
+        square_avg[i] = v
+        if centered:
+            m = grad_avg[i] + one_minus_alpha * (g - grad_avg[i])      # torch: grad_avg.lerp_(grad, 1 - alpha)
+            grad_avg[i] = m
+            avg = math.sqrt(v - m * m) + eps
+        else:
+            avg = math.sqrt(v) + eps
+        if momentum > 0:
+            b = momentum * buf[i] + g / avg
+            buf[i] = b
+            theta[i] = theta[i] - lr * b
+        else:
+            theta[i] = theta[i] - lr * (g / avg)
+
+
+@kernel
+def adadelta_update(theta, grad, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_decay):
+    """torch.optim.Adadelta: delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g."""
+    for i in range(theta.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * theta[i]
+        v = rho * square_avg[i] + one_minus_rho * (g * g)
+        square_avg[i] = v
+        delta = math.sqrt(acc_delta[i] + eps) / math.sqrt(v + eps) * g
+        acc_delta[i] = rho * acc_delta[i] + one_minus_rho * (delta * delta)
+        theta[i] = theta[i] - lr * delta

@@ -8,17 +8,18 @@ from .module import Module, StateDictError, IncompatibleKeys
 from .linear import Linear, Identity, Flatten
 from .conv import Conv2d, MaxPool2d, AvgPool2d
 from .activation import ReLU, GELU, Tanh, Sigmoid, Softmax, LogSoftmax
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .normalization import LayerNorm
 from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm
 from .sparse import Embedding
-from .container import Sequential, ModuleList
-from .loss import CrossEntropyLoss, MSELoss
-from . import functional, init, utils
+from .container import Sequential, ModuleList, ModuleDict, ParameterList
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
+from . import functional, init, utils, parallel
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "Identity", "Flatten",
     "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
-    "Dropout", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "Embedding", "Sequential", "ModuleList", "CrossEntropyLoss", "MSELoss",
-    "functional", "init", "utils",
+    "Dropout", "Dropout2d", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "Embedding", "Sequential",
+    "ModuleList", "ModuleDict", "ParameterList", "CrossEntropyLoss", "MSELoss", "NLLLoss", "functional", "init",
+    "utils", "parallel",
 ]

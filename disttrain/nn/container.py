@@ -1,8 +1,9 @@
-"""Sequential and ModuleList: children named "0", "1", ... (PyTorch's state-dict keys)."""
+"""Sequential, ModuleList, ParameterList (children named "0", "1", ...) and ModuleDict (PyTorch's state-dict keys)."""
 import operator
 from collections import OrderedDict
 
 from .module import Module
+from .parameter import Parameter
 
 
 def _index(container, idx):
@@ -87,3 +88,90 @@ class ModuleList(Module):
         for m in modules:
             self.append(m)
         return self
+
+
+class ModuleDict(Module):
+    """An ordered dict of named Modules whose parameters are registered (keys are attribute names too)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        try:
+            return self._modules[key]
+        except KeyError:
+            raise KeyError(f"ModuleDict has no module {key!r}; keys: {', '.join(self._modules)}") from None
+
+    def __setitem__(self, key, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict[{key!r}]: expected a Module, got {type(module).__name__}")
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def pop(self, key):
+        module = self[key]
+        del self._modules[key]
+        return module
+
+    def update(self, modules):
+        items = modules.items() if hasattr(modules, "items") else modules
+        for key, module in items:
+            self[key] = module
+
+
+class ParameterList(Module):
+    """A list of Parameters registered as "0", "1", ... (no forward of its own)."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        for v in values or ():
+            self.append(v)
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return ParameterList(list(self._parameters.values())[idx])
+        return list(self._parameters.values())[_index(self, idx)]
+
+    def __setitem__(self, idx, value):
+        self.register_parameter(str(_index(self, idx)), _as_parameter(value))
+
+    def append(self, value):
+        self.register_parameter(str(len(self)), _as_parameter(value))
+        return self
+
+    def extend(self, values):
+        for v in values:
+            self.append(v)
+        return self
+
+
+def _as_parameter(value):
+    return value if isinstance(value, Parameter) else Parameter(getattr(value, "data", value))

@@ -26,7 +26,7 @@ class Conv2d(Module):
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d")
         self.stride = _pair(stride, "stride", "Conv2d")
-        self.padding = _pair(padding, "padding", "Conv2d", allow_zero=True)
+        self.padding = _padding(padding, self.kernel_size, self.stride)
         self.weight = Parameter(np.empty((self.out_channels, self.in_channels) + self.kernel_size, dtype=dtype))
         if bias:
             self.bias = Parameter(np.empty(self.out_channels, dtype=dtype))
@@ -48,6 +48,20 @@ class Conv2d(Module):
         if self.bias is None:
             s += ", bias=False"
         return s
+
+
+def _padding(padding, kernel_size, stride):
+    """An int/pair, or PyTorch's "valid" (none) and "same" (output size = input size; stride 1, odd kernels)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"Conv2d: padding='same' needs stride 1 (as in PyTorch), got stride={stride}")
+        if any(k % 2 == 0 for k in kernel_size):
+            raise ValueError(f"Conv2d: padding='same' with an even kernel size {kernel_size} needs uneven padding, "
+                             "which disttrain's conv2d does not do; use an odd kernel size or explicit padding")
+        return tuple(k // 2 for k in kernel_size)
+    return _pair(padding, "padding", "Conv2d", allow_zero=True)
 
 
 class _Pool2d(Module):

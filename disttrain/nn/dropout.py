@@ -1,4 +1,4 @@
-"""Dropout: zeroes elements with probability p while training, identity in eval mode."""
+"""Dropout (elements) and Dropout2d (whole channels): zero with probability p while training, identity in eval mode."""
 from . import functional as F
 from .module import Module
 
@@ -15,3 +15,10 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class Dropout2d(Dropout):
+    """Zeroes whole channels of (N, C, H, W) inputs with probability p while training."""
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)

@@ -8,12 +8,13 @@ Where PyTorch users write ``dim=``, it is accepted as an alias of ``axis=``.
 """
 from .. import ops as _ops
 from ..autograd.tensor import Tensor
+from .functional_extra import nll_loss, dropout2d, check_same_float_dtype
 
 __all__ = [
     "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy", "mse_loss", "batch_norm",
     "scaled_dot_product_attention",
     "linear", "conv2d", "max_pool2d", "avg_pool2d", "dropout", "layer_norm", "embedding",
-    "concatenate", "cat", "stack", "where",
+    "concatenate", "cat", "stack", "where", "nll_loss", "dropout2d",
 ]
 
 
@@ -74,11 +75,13 @@ def mse_loss(input, target, reduction="mean"):
 # -- layers --------------------------------------------------------------
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, weight of shape (out_features, in_features)."""
+    check_same_float_dtype("linear", input, weight)
     return _ops.linear(input, weight, bias)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation of NCHW ``input`` with weight (out_channels, in_channels, kh, kw)."""
+    check_same_float_dtype("conv2d", input, weight)
     return _ops.conv2d(input, weight, bias, stride, padding)
 
 
@@ -101,6 +104,7 @@ def dropout(input, p=0.5, training=True):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing ``normalized_shape`` dims, then scale by weight and shift by bias."""
+    check_same_float_dtype("layer_norm", input, weight)
     return _ops.layer_norm(input, normalized_shape, weight, bias, eps)
 
 

@@ -295,9 +295,13 @@ class Module:
         fn(self)
         return self
 
-    def to(self, dtype):
-        """Cast floating parameters and buffers to ``dtype`` (new arrays; gradients dropped)."""
-        dtype = np.dtype(dtype)
+    def to(self, *args, **kwargs):
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``: cast floating parameters and buffers to
+        ``dtype`` (new arrays; gradients dropped). The device must be the CPU (others raise)."""
+        from ..autograd.tensor import parse_to_args
+        dtype, _ = parse_to_args(f"{type(self).__name__}.to", args, kwargs)
+        if dtype is None:
+            return self
         if dtype.kind != "f":
             raise TypeError(f"Module.to: only floating dtypes are supported, got {dtype}")
         for m in self.modules():
@@ -306,6 +310,13 @@ class Module:
                     t.data = t.data.astype(dtype)
                     t._grad = None
         return self
+
+    def cpu(self):
+        return self
+
+    def cuda(self, *args, **kwargs):
+        from ..autograd.device import unavailable
+        raise unavailable("cuda")
 
     def float(self):
         return self.to(np.float32)

@@ -21,3 +21,7 @@ from .loss import cross_entropy, mse_loss
 from .join import concatenate, stack
 from .select import where
 from .dropout import dropout
+from .gather import gather
+from .broadcast import expand, repeat
+from .clamp import clamp
+from .contiguous import contiguous

@@ -236,7 +236,24 @@ class AdamW(Optimizer):
                          weight_decay=weight_decay)
 
 
-_BUILTIN_CLASSES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop: ``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+    centered=False)``."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                 fused=True):
+        super().__init__(params, "rmsprop", fused=fused, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                         momentum=momentum, centered=centered)
+
+
+class Adadelta(Optimizer):
+    """torch.optim.Adadelta: ``Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0)``."""
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, fused=True):
+        super().__init__(params, "adadelta", fused=fused, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+
+
+_BUILTIN_CLASSES = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adadelta": Adadelta}
 
 
 def create(name, params, **hyperparameters):
@@ -248,4 +265,4 @@ def create(name, params, **hyperparameters):
     return Optimizer(params, rule, **hyperparameters)
 
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "create"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adadelta", "create"]

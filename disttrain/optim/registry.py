@@ -2,6 +2,7 @@
 import inspect
 
 from .rules import UpdateRule, FunctionRule, SGDRule, AdamRule, AdamWRule
+from .adaptive_rules import RMSpropRule, AdadeltaRule
 
 _RULES = {}
 
@@ -89,5 +90,5 @@ def available_rules():
     return sorted(_RULES)
 
 
-for _rule in (SGDRule(), AdamRule(), AdamWRule()):
+for _rule in (SGDRule(), AdamRule(), AdamWRule(), RMSpropRule(), AdadeltaRule()):
     _RULES[_rule.name] = _rule

@@ -1,0 +1,4 @@
+"""``dt.utils.data``: PyTorch's module path to `disttrain.data`."""
+from . import data
+
+__all__ = ["data"]
