@@ -69,6 +69,8 @@ SCHEMA = {
     ],
     "optimizer": [
         _key("name", "str", "sgd", "A registered update rule: sgd, adam, adamw, or one registered by job.imports."),
+        _key("weight_decay_1d", "bool", True, "Apply weight_decay to 1-d parameters too (biases, norm weights); "
+             "false: only to parameters of 2 or more dimensions (weight matrices, embeddings), as nanoGPT does."),
         # plus the rule's hyperparameters (lr, momentum, betas, ...), checked against the rule
     ],
     "schedule": [
@@ -118,6 +120,7 @@ SCHEMA = {
     ],
 }
 
+OPTIMIZER_FIXED = ("name", "weight_decay_1d")     # [optimizer] keys that are not the rule's hyperparameters
 SCHEMA_DEFAULT = {"data": "digits", "schedule": "constant", "task": "auto"}
 # Keys a resumed run may change: they do not change what is computed.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("distributed", "timeline"),
@@ -463,7 +466,7 @@ def _optimizer_keys(table, src, where):
                        f"{rule.name} hyperparameter.")
     if not defaults:      # a plain function rule: any numeric hyperparameters
         for hp in table:
-            if hp != "name":
+            if hp not in OPTIMIZER_FIXED:
                 keys[hp] = Key(hp, "float", None, "rule hyperparameter")
     if "lr" not in keys:
         keys["lr"] = Key("lr", "float", 0.1, "learning rate")
@@ -493,7 +496,8 @@ def _cross_checks(sections, src, where, check_files):
     from .. import optim
     o = sections["optimizer"]
     rule = optim.get_rule(o["name"])
-    hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items() if k != "name" and v is not None}
+    hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items()
+          if k not in OPTIMIZER_FIXED and v is not None}
     full = {**{k: v for k, v in (rule.defaults or {}).items() if v is not optim.REQUIRED}, **hp}
     try:
         rule.validate(full)

@@ -41,8 +41,15 @@ def _seed_for(seed, rank, step):
 
 def build_optimizer(cfg, params):
     from .. import optim
+    from .config import OPTIMIZER_FIXED
     hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.optimizer.as_dict().items()
-          if k != "name" and v is not None}
+          if k not in OPTIMIZER_FIXED and v is not None}
+    if not cfg.optimizer.weight_decay_1d and hp.get("weight_decay"):
+        # two groups: matrices and embeddings decay, biases and norm weights do not (nanoGPT's grouping)
+        params = list(params)
+        groups = [{"params": [p for p in params if p.data.ndim >= 2]},
+                  {"params": [p for p in params if p.data.ndim < 2], "weight_decay": 0.0}]
+        params = [g for g in groups if g["params"]]
     return optim.create(cfg.optimizer.name, params, **hp)
 
 
