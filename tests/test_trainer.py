@@ -145,3 +145,42 @@ progress = "none"
     assert seen == list(range(1, trainer.total + 1))
     assert summary["final_val_mse"] < 1e-3 and summary["best_val_loss"] == summary["final_val_loss"]
     assert json.loads((run / "summary.json").read_text())["final_val_mse"] == summary["final_val_mse"]
+
+
+def test_weight_decay_1d_false_leaves_biases_and_norms_undecayed(tmp_path):
+    from disttrain.models import GPT
+    from disttrain.training.trainer import build_optimizer
+    base = "[model]\nname = 'gpt'\n[data]\nsource = 'text'\n[optimizer]\nname = 'adamw'\nweight_decay = 0.1\n"
+    groups = build_optimizer(load_config(write(tmp_path / "a.toml", base + "weight_decay_1d = false\n")),
+                             GPT(5, 4, n_layer=1, n_head=2, n_embd=4).parameters()).param_groups
+    assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(6, 0.1), (10, 0.0)]
+    assert all(p.data.ndim >= 2 for p in groups[0]["params"]) and all(p.data.ndim == 1 for p in groups[1]["params"])
+    one = build_optimizer(load_config(write(tmp_path / "b.toml", base)), GPT(5, 4, n_layer=1, n_head=2, n_embd=4)
+                          .parameters()).param_groups
+    assert len(one) == 1 and one[0]["weight_decay"] == 0.1
+
+
+def test_lenet_batch_norm_with_sync_batch_norm_job(tmp_path):
+    cfg = write(tmp_path / "bn.toml", """
+[model]
+name = "lenet"
+channels = [8, 16]
+kernel_size = 3
+hidden = [32]
+batch_norm = true
+[optimizer]
+name = "adam"
+lr = 0.01
+[train]
+epochs = 3
+batch_size = 16
+[distributed]
+sync_batch_norm = true
+""")
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "run", cwd=tmp_path, timeout=180)
+    assert rc == 0, err + out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final_val_accuracy"] > 0.9, summary
+    arrays = np.load(summary["checkpoint"])
+    assert int(arrays["model/1.num_batches_tracked"]) == summary["steps"]     # one forward per step
+    assert arrays["model/1.running_var"].shape == (8,) and "model/5.running_mean" in arrays.files

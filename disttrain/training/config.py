@@ -76,6 +76,8 @@ SCHEMA = {
     ],
     "optimizer": [
         _key("name", "str", "sgd", "A registered update rule: sgd, adam, adamw, or one registered by job.imports."),
+        _key("weight_decay_1d", "bool", True, "Apply weight_decay to 1-d parameters too (biases, norm weights); "
+             "false: only to parameters of 2 or more dimensions (weight matrices, embeddings), as nanoGPT does."),
         # plus the rule's hyperparameters (lr, momentum, betas, ...), checked against the rule
     ],
     "schedule": [
@@ -131,6 +133,7 @@ SCHEMA = {
     ],
 }
 
+OPTIMIZER_FIXED = ("name", "weight_decay_1d")     # [optimizer] keys that are not the rule's hyperparameters
 SCHEMA_DEFAULT = {"data": "digits", "schedule": "constant", "task": "auto"}
 # Keys a resumed run may change: they do not change what is computed.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("distributed", "timeline"),
@@ -553,7 +556,7 @@ def _optimizer_keys(table, src, where):
                        f"{rule.name} hyperparameter.")
     if not defaults:      # a plain function rule: any numeric hyperparameters
         for hp in table:
-            if hp != "name":
+            if hp not in OPTIMIZER_FIXED:
                 keys[hp] = Key(hp, "float", None, "rule hyperparameter")
     if "lr" not in keys:
         keys["lr"] = Key("lr", "float", 0.1, "learning rate")
@@ -593,6 +596,10 @@ def _cross_checks(sections, src, where, check_files):
         _fail(src("distributed", "comm_hook"), "distributed", "comm_hook",
               f"{_show(dist['comm_hook'])} cannot be combined with shard_optimizer = true (the sharded optimizer "
               "reduces the gradient buckets itself); set one of them off.")
+    if dist["shard_optimizer"] and not sections["optimizer"].get("weight_decay_1d", True):
+        _fail(src("optimizer", "weight_decay_1d"), "optimizer", "weight_decay_1d",
+              "= false (parameter groups) cannot be combined with [distributed] shard_optimizer = true yet; set one "
+              "of them off.")
     if dist["shard_optimizer"] and sections["train"]["grad_clip"] > 0:
         _fail(src("train", "grad_clip"), "train", "grad_clip",
               "cannot be combined with [distributed] shard_optimizer = true yet (each rank holds only its slice of "
@@ -600,7 +607,8 @@ def _cross_checks(sections, src, where, check_files):
     from .. import optim
     o = sections["optimizer"]
     rule = optim.get_rule(o["name"])
-    hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items() if k != "name" and v is not None}
+    hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items()
+          if k not in OPTIMIZER_FIXED and v is not None}
     full = {**{k: v for k, v in (rule.defaults or {}).items() if v is not optim.REQUIRED}, **hp}
     try:
         rule.validate(full)

@@ -67,12 +67,6 @@ class Task:
         return best is None or (value > best if self.higher_is_better else value < best)
 
 
-def _loss_options(section):
-    from .. import nn
-    return nn.CrossEntropyLoss(ignore_index=section.ignore_index, label_smoothing=section.label_smoothing) \
-        if section is not None and (section.label_smoothing or section.ignore_index != -100) else nn.CrossEntropyLoss()
-
-
 _CE_KEYS = [
     Key("label_smoothing", "float", 0.0, "classification/language_model: cross-entropy label smoothing "
         "(0: none).", low=0.0, high=1.0),
@@ -83,20 +77,30 @@ _CE_KEYS = [
 
 @register_task("classification", params=_CE_KEYS)
 class Classification(Task):
-    """Cross-entropy over class logits (N, C); accuracy = share of argmax hits."""
+    """Cross-entropy over class logits (N, C); accuracy = share of argmax hits. Targets equal to
+    ignore_index count for nothing (loss, accuracy and the validation average)."""
     primary = "accuracy"
     higher_is_better = True
     n_stats = 2
+    class_axis = 1
 
     def __init__(self, section=None):
+        from .. import nn
         super().__init__(section)
-        self.loss_fn = _loss_options(section)
+        self.ignore = section.ignore_index if section is not None else -100
+        self.loss_fn = nn.CrossEntropyLoss(ignore_index=self.ignore,
+                                           label_smoothing=section.label_smoothing if section is not None else 0.0)
 
     def loss(self, output, target):
         return self.loss_fn(output, target)
 
+    def weight(self, target):
+        return int((target.data != self.ignore).sum())
+
     def stats(self, output, target):
-        return int((output.data.argmax(axis=1) == target.data).sum()), len(target.data)
+        keep = target.data != self.ignore
+        hits = (output.data.argmax(axis=self.class_axis) == target.data) & keep
+        return int(hits.sum()), int(keep.sum())
 
     def metrics(self, loss, stats):
         correct, samples = stats
@@ -107,31 +111,21 @@ class Classification(Task):
 
 
 @register_task("language_model", params=_CE_KEYS)
-class LanguageModel(Task):
+class LanguageModel(Classification):
     """Next-token cross-entropy over logits (N, T, V) and targets (N, T), averaged over the tokens;
     metrics: token accuracy and perplexity exp(loss)."""
-    n_stats = 2
-
-    def __init__(self, section=None):
-        super().__init__(section)
-        self.loss_fn = _loss_options(section)
-        self.ignore = section.ignore_index if section is not None else -100
+    primary = "loss"
+    higher_is_better = False
+    class_axis = -1
 
     def loss(self, output, target):
         v = output.shape[-1]
         return self.loss_fn(output.reshape(-1, v), target.reshape(-1))
 
-    def weight(self, target):
-        return int((target.data != self.ignore).sum())
-
-    def stats(self, output, target):
-        keep = target.data != self.ignore
-        return int(((output.data.argmax(axis=-1) == target.data) & keep).sum()), int(keep.sum())
-
     def metrics(self, loss, stats):
-        correct, tokens = stats
-        return {"loss": loss, "accuracy": correct / tokens if tokens else float("nan"),
-                "perplexity": math.exp(min(loss, 700.0)) if math.isfinite(loss) else loss}
+        m = super().metrics(loss, stats)
+        m["perplexity"] = math.exp(min(loss, 700.0)) if math.isfinite(loss) else loss
+        return m
 
     def describe(self, m, prefix=""):
         return f"{prefix}ppl {m['perplexity']:.3f}"

@@ -41,12 +41,19 @@ def _seed_for(seed, rank, step):
 
 def build_optimizer(cfg, params, ddp=None):
     from .. import optim
+    from .config import OPTIMIZER_FIXED
     hp = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.optimizer.as_dict().items()
-          if k != "name" and v is not None}
-    if ddp is not None and cfg.distributed.shard_optimizer:
+          if k not in OPTIMIZER_FIXED and v is not None}
+    if ddp is not None and cfg.distributed.shard_optimizer:      # (config checks refuse weight_decay_1d = false)
         from ..distributed import ShardedOptimizer
         return ShardedOptimizer(ddp, cfg.optimizer.name, shared_memory="auto" if cfg.distributed.shared_memory
                                 else False, **hp)
+    if not cfg.optimizer.weight_decay_1d and hp.get("weight_decay"):
+        # two groups: matrices and embeddings decay, biases and norm weights do not (nanoGPT's grouping)
+        params = list(params)
+        groups = [{"params": [p for p in params if p.data.ndim >= 2]},
+                  {"params": [p for p in params if p.data.ndim < 2], "weight_decay": 0.0}]
+        params = [g for g in groups if g["params"]]
     return optim.create(cfg.optimizer.name, params, **hp)
 
 
