@@ -441,6 +441,9 @@ def test_command_typos_and_dry_run_after_a_script(tmp_path):
     assert not marker.exists()
     rc, out, exc = cli("--dry-run", "-n", "2", script, cwd=tmp_path)
     assert rc == 0 and not marker.exists()
+    echo = write(tmp_path / "echo.py", "import sys; print('args', sys.argv[1:])\n")
+    rc, out, exc = cli("-n", "1", "--", echo, "--dry-run", cwd=tmp_path)      # the script's own --dry-run
+    assert rc == 0 and "args ['--dry-run']" in out, out
 
 
 # -- issue 8 (a): only rank 0 reads the run directory ---------------------------------------------

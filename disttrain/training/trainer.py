@@ -257,10 +257,9 @@ def train(cfg, run_dir, resume=False):
 
 def _resume(ckpt_dir, model, optimizer, schedule, world, cfg, n_train):
     from .. import distributed as dist
-    from .resume import load_and_validate, read_newest
+    from .resume import restore
     # Rank 0 reads the newest checkpoint and broadcasts its bytes; every rank validates the same bytes.
-    path, data = read_newest(ckpt_dir)
-    meta = load_and_validate(path, data, model, optimizer, schedule, world, cfg, n_train)
+    meta = restore(ckpt_dir, model, optimizer, schedule, world, cfg, n_train, dist.get_rank())
     # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
     saved = meta["interval"]
     return (int(meta["step"]), _Interval(saved[dist.get_rank()]), meta.get("best_val_accuracy"),
