@@ -213,11 +213,12 @@ def _not_utf8(b):
 def test_fuzz_config_encodings(work, data):
     kind = data.draw(st.sampled_from(["latin-1", "utf-16", "binary", "spliced"]))
     cfg = base_cfg()
-    text = data.draw(st.text(alphabet="éüßçñ€øåÀ", min_size=1, max_size=5))
+    # Latin-1 letters >= 0xC0: never UTF-8 continuation bytes, so their Latin-1 encoding is never UTF-8
+    text = data.draw(st.text(alphabet="éüßçñøåÀ", min_size=1, max_size=5))
     cfg["job"]["name"] = "job" + text
     body = render(cfg)
     if kind == "latin-1":
-        raw = body.replace("€", "e").encode("latin-1")
+        raw = body.encode("latin-1")
     elif kind == "utf-16":
         raw = body.encode("utf-16")
     elif kind == "binary":
