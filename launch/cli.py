@@ -93,14 +93,12 @@ class _RunCommand(click.Command):
 
 def _refuse_dry_run_after_script(script, rest):
     """Options after a script go to the script, so `dtrun -n 2 x.py --dry-run` would run it: refuse.
-    A script's own --dry-run can still be passed after `--`."""
-    if "--" in rest:
-        rest = rest[:rest.index("--")]
+    `dtrun -n 2 -- x.py --dry-run` (a `--` before the script) passes the script's own --dry-run."""
     if "--dry-run" in rest:
         raise click.UsageError(f"--dry-run after the script {script} would be passed to the script (everything "
                                f"after it is its own), so nothing was run. Put it before the script: "
-                               f"dtrun --dry-run ... {script} ... (or, for a --dry-run option of your script, "
-                               f"pass it after `--`: {script} -- --dry-run)")
+                               f"dtrun --dry-run ... {script} ... (for a --dry-run option of your script, put `--` "
+                               f"before the script: dtrun -n N -- {script} --dry-run)")
 
 
 def _parse_env(values):

@@ -26,9 +26,15 @@ from dtrun_helpers import dtrun, write
 from harden_helpers import cli, load_checkpoint_raw, make_base_run, snapshot, write_checkpoint_raw
 
 COUNTS = collections.Counter()      # (kind, category) -> cases run
-FUZZ = settings(derandomize=True, deadline=None, database=None, print_blob=True,
+# DISTTRAIN_FUZZ_EXPLORE=N (not in CI): random seeds and N times the cases, to hunt for new failures.
+EXPLORE = int(os.environ.get("DISTTRAIN_FUZZ_EXPLORE", "0") or 0)
+FUZZ = settings(derandomize=not EXPLORE, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.filter_too_much])
+
+
+def examples(n):
+    return n * max(1, EXPLORE)
 
 BASE = {
     "job": {"name": "fuzz"},
@@ -130,7 +136,7 @@ WRONG = {
 }
 
 
-@settings(FUZZ, max_examples=70)
+@settings(FUZZ, max_examples=examples(70))
 @given(st.data())
 def test_fuzz_config_wrong_types(work, data):
     section, key = data.draw(st.sampled_from(KEY_LIST))
@@ -164,7 +170,7 @@ def _out_of_range(section, key):
 RANGED = [sk for sk in KEY_LIST if _out_of_range(*sk) is not None]
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=examples(60))
 @given(st.data())
 def test_fuzz_config_out_of_range(work, data):
     section, key = data.draw(st.sampled_from(RANGED))
@@ -176,7 +182,7 @@ def test_fuzz_config_out_of_range(work, data):
 NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,11}", fullmatch=True)
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=examples(40))
 @given(st.data())
 def test_fuzz_config_unknown_keys(work, data):
     cfg = base_cfg()
@@ -202,16 +208,17 @@ def _not_utf8(b):
         return True
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=examples(40))
 @given(st.data())
 def test_fuzz_config_encodings(work, data):
     kind = data.draw(st.sampled_from(["latin-1", "utf-16", "binary", "spliced"]))
     cfg = base_cfg()
-    text = data.draw(st.text(alphabet="éüßçñ€øåÀ", min_size=1, max_size=5))
+    # Latin-1 letters >= 0xC0: never UTF-8 continuation bytes, so their Latin-1 encoding is never UTF-8
+    text = data.draw(st.text(alphabet="éüßçñøåÀ", min_size=1, max_size=5))
     cfg["job"]["name"] = "job" + text
     body = render(cfg)
     if kind == "latin-1":
-        raw = body.replace("€", "e").encode("latin-1")
+        raw = body.encode("latin-1")
     elif kind == "utf-16":
         raw = body.encode("utf-16")
     elif kind == "binary":
@@ -233,7 +240,7 @@ def _invalid_toml(text):
         return True
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=examples(60))
 @given(st.data())
 def test_fuzz_config_toml_syntax(work, data):
     body = render(base_cfg())
@@ -279,7 +286,7 @@ NUMBERS = ["nan", "+nan", "-nan", "inf", "+inf", "-inf", "1e400", "-1e400", str(
            str(10 ** 30), "1e308", str(2 ** 62), "0", "-0.0", "1e-320"]
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=examples(60))
 @given(st.data())
 def test_fuzz_config_numbers(work, data):
     numeric = [sk for sk in KEY_LIST if _type_of(*sk) in ("int", "float", "list[int]")]
@@ -294,7 +301,7 @@ def test_fuzz_config_numbers(work, data):
                  key=f"[{section}] {key}" if must_fail else None)
 
 
-@settings(FUZZ, max_examples=25)
+@settings(FUZZ, max_examples=examples(25))
 @given(st.data())
 def test_fuzz_config_structure(work, data):
     cfg = base_cfg()
@@ -314,7 +321,7 @@ def test_fuzz_config_structure(work, data):
     check_config(work, "structure", body.encode())
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=examples(60))
 @given(st.data())
 def test_fuzz_set_and_unset(work, data):
     body = render(base_cfg()).encode()
@@ -402,7 +409,7 @@ def _mutated(resumable, mutate):
     return buf.getvalue()
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=examples(40))
 @given(st.data())
 def test_fuzz_checkpoint_truncated(resumable, data):
     original = resumable[3]
@@ -410,7 +417,7 @@ def test_fuzz_checkpoint_truncated(resumable, data):
     check_checkpoint(resumable, "truncated", original[:cut])
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=examples(40))
 @given(st.data())
 def test_fuzz_checkpoint_flipped_bytes(resumable, data):
     raw = bytearray(resumable[3])
@@ -423,7 +430,7 @@ def test_fuzz_checkpoint_flipped_bytes(resumable, data):
 ARRAY_KINDS = ["remove", "rename", "reshape", "retype", "non-finite", "pickled object array"]
 
 
-@settings(FUZZ, max_examples=110)
+@settings(FUZZ, max_examples=examples(110))
 @given(st.data())
 def test_fuzz_checkpoint_arrays(resumable, data):
     kind = data.draw(st.sampled_from(ARRAY_KINDS))
@@ -470,7 +477,7 @@ JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.flo
 REQUIRED_META = ["step", "world_size", "format", "optimizer", "model_signature", "interval", "schedule"]
 
 
-@settings(FUZZ, max_examples=90)
+@settings(FUZZ, max_examples=examples(90))
 @given(st.data())
 def test_fuzz_checkpoint_metadata(resumable, data):
     kind = data.draw(st.sampled_from(["field", "step", "remove required", "text", "world size"]))

@@ -376,6 +376,26 @@ def test_checkpoints_replaced_by_a_file(run, tmp_path):
         ckpt.save(os.path.join(r, "checkpoints"), 1, model, dt.optim.SGD(model.parameters(), lr=0.1), {})
 
 
+def test_run_directory_damage_is_named(run, tmp_path, monkeypatch):
+    cfg, r, _ = run
+    os.unlink(os.path.join(r, "metrics.jsonl"))
+    os.mkdir(os.path.join(r, "metrics.jsonl"))
+    before = snapshot(r)
+    _refused(lambda: check_job(cfg, run_dir=r, resume=True), "metrics.jsonl is not a file")
+    assert snapshot(r) == before
+    # an OS error under a running job (here: summary.json cannot be written) is one line, no traceback
+    from disttrain.training import job, trainer
+    conf = load_config(cfg, ["train.max_steps=2", "checkpoint.enabled=false"])
+    job.create_run_dir(conf, str(tmp_path / "new"))
+
+    def fails(path, obj):
+        raise OSError(28, "No space left on device", path)
+    monkeypatch.setattr(trainer, "write_json", fails)
+    with pytest.raises(SystemExit) as info:
+        job.run_in_process(conf, str(tmp_path / "new"), False)
+    assert str(info.value.code).startswith("dtrun: ") and "summary.json: No space left on device" in info.value.code
+
+
 def test_disk_full_during_training_is_one_message(tmp_path, monkeypatch):
     from disttrain.training import job
     cfg = load_config(write(tmp_path / "j.toml", JOB), ["train.max_steps=3", "checkpoint.interval=2"])
@@ -441,6 +461,9 @@ def test_command_typos_and_dry_run_after_a_script(tmp_path):
     assert not marker.exists()
     rc, out, exc = cli("--dry-run", "-n", "2", script, cwd=tmp_path)
     assert rc == 0 and not marker.exists()
+    echo = write(tmp_path / "echo.py", "import sys; print('args', sys.argv[1:])\n")
+    rc, out, exc = cli("-n", "1", "--", echo, "--dry-run", cwd=tmp_path)      # the script's own --dry-run
+    assert rc == 0 and "args ['--dry-run']" in out, out
 
 
 # -- issue 8 (a): only rank 0 reads the run directory ---------------------------------------------

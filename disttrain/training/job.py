@@ -155,6 +155,9 @@ def run_in_process(cfg, run_dir, resume):
         return train(cfg, run_dir, resume)
     except _user_errors() as exc:
         raise SystemExit(f"dtrun: {exc}") from None
+    except OSError as exc:       # the run directory or disk failed under the job: say which file, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SystemExit(f"dtrun: {where}{exc.strerror or exc} (while running the job in {run_dir})") from None
 
 
 def run_from_run_dir(run_dir, resume=False):

@@ -91,7 +91,6 @@ def read_newest(ckpt_dir):
 
     def read():
         path = newest_checkpoint(ckpt_dir)
-        ckpt.remove_stale_temps(ckpt_dir)
         holder["path"] = path
         name = os.path.basename(path).encode()
         data = ckpt.read_bytes(path)
@@ -120,4 +119,16 @@ def load_and_validate(path, data, model, optimizer, schedule, world_size, cfg, n
             schedule.load_state_dict(meta["schedule"])
     except (ValueError, TypeError, KeyError) as exc:       # validate() should have caught it; never a traceback
         raise ckpt.CheckpointError(f"checkpoint {path}: cannot be loaded ({exc})") from None
+    return meta
+
+
+def restore(ckpt_dir, model, optimizer, schedule, world_size, cfg, n_train, rank, interval_len=4):
+    """The rank side of --resume: rank 0 reads the newest checkpoint, every rank validates the same
+    bytes and loads them; only then does rank 0 clean up temporary files a killed save left.
+    Returns the checkpoint's meta."""
+    path, data = read_newest(ckpt_dir)
+    meta = load_and_validate(path, data, model, optimizer, schedule, world_size, cfg, n_train,
+                             interval_len=interval_len)
+    if rank == 0:
+        ckpt.remove_stale_temps(ckpt_dir)
     return meta

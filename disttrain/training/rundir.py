@@ -95,6 +95,12 @@ def check_resume(run_dir):
     if os.path.lexists(ckpts) and not os.path.isdir(ckpts):
         raise ConfigError(f"--resume: {ckpts} is not a directory (it was replaced by a file); move it away. "
                           "Nothing was started.")
+    for name in ("config.toml", "metrics.jsonl", "summary.json"):     # files the resumed run rewrites
+        path = os.path.join(run_dir, name)
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise ConfigError(f"--resume: {path} is not a file; move it away. Nothing was started.")
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--resume: {run_dir} is not writable. Nothing was started.")
 
 
 def create(cfg, run_dir):

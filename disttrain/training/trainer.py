@@ -260,12 +260,11 @@ class Trainer:
 
     # -- resume / end --------------------------------------------------------------------------
     def _resume(self):
-        from .resume import load_and_validate, read_newest
+        from .resume import restore
         # Rank 0 reads the newest checkpoint and broadcasts its bytes; every rank validates the same
         # bytes (so every rank reaches the same verdict) before anything is loaded.
-        path, data = read_newest(self.ckpt_dir)
-        meta = load_and_validate(path, data, self.model, self.optimizer, self.schedule, self.world, self.cfg,
-                                 self.n_train, interval_len=2 + self.task.n_stats)
+        meta = restore(self.ckpt_dir, self.model, self.optimizer, self.schedule, self.world, self.cfg,
+                       self.n_train, self.rank, interval_len=2 + self.task.n_stats)
         # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
         self.step = int(meta["step"])
         self.interval = self.new_interval(meta["interval"][self.rank])
