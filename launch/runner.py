@@ -267,20 +267,28 @@ class DeathWatch(threading.Thread):
         return [rank for pid, rank in list(self.job.pids.items())
                 if rank not in self.job.done and not _alive(pid)]
 
-    def _check(self, settle=0.1):
+    def _check(self, settle=0.1, step=0.005):
         first = self._dead()
         if not first:
             return
         if len(first) == 1:
             self.first_dead = first[0]
-        # A lost host's processes die within moments of each other (kill -9 goes one pid at a time):
-        # wait a little, then see whether the first deaths were the whole of one host.
-        time.sleep(settle)
-        dead, hosts = set(self._dead()), self.job.hosts
-        for host in set(hosts.values()):
-            on_host = {r for r, h in hosts.items() if h == host}
-            if len(on_host) < len(hosts) and set(first) <= on_host <= dead:
-                self.lost_host = host
+        # A lost host's processes die within moments of each other (kill -9 goes one pid at a time),
+        # before mpiexec's clean-up reaches the other hosts: watch a little longer for the whole of
+        # one host (of 2+ ranks: one rank alone may just have been killed) gone while others still run.
+        hosts = self.job.hosts
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            dead = set(self._dead())
+            if len(dead) == len(hosts):
+                break
+            for host in set(hosts.values()):
+                on_host = {r for r, h in hosts.items() if h == host}
+                if len(on_host) >= 2 and set(first) <= on_host <= dead:
+                    self.lost_host = host
+            if self.lost_host:
+                break
+            time.sleep(step)
         self.stop_flag.set()
 
 
@@ -313,7 +321,9 @@ def stop(proc, grace=3.0):
 
 def _rank_from_mpiexec_output(text, pids, host_pids=None):
     host_pids = host_pids or {}
-    m = re.search(r"process rank (\d+)", text)          # Open MPI
+    # Open MPI names the rank that died; a rank 'calling "abort"' without having said why (launch.rank
+    # reports every failure it sees) aborted because it lost a peer: not the one to blame
+    m = re.search(r"process rank (\d+) with PID \d+ on node \S+ (?:exited|killed|was killed)", " ".join(text.split()))
     if m:
         return int(m.group(1))
     m = re.search(r"RANK (\d+) PID", text)               # newer Hydra banners
@@ -521,8 +531,12 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=No
         _, rank, why = sorted(job.failures)[0]
     else:
         rank = _rank_from_abort_lines(err.values())
+        m = re.search(r"process rank (\d+) with PID \d+ on node \S+ calling \"?abort", flat)
+        if m and int(m.group(1)) == first_dead:
+            first_dead = None   # Open MPI: it aborted on losing a peer (one that died unseen), not first
         if rank is None:
-            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids, job.host_pids)
+            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids,
+                                                                                        job.host_pids)
         code = re.search(r"EXIT CODE: (\d+)", flat)
         if lost_host and sig is None and code is None:
             ranks = [r for r, h in sorted(job.hosts.items()) if h == lost_host]
@@ -539,6 +553,9 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=No
         if sig is not None:
             why = f"killed by {_signal_name(sig)}"
             status = 128 + sig
+        elif rank is not None and rank == first_dead and not job.reported(rank):
+            # it vanished first without saying why (launch.rank reports every exit it can see)
+            why = "killed (it ended without a word: a signal such as SIGKILL, or its host went down)"
         elif code:
             why = f"exit code {code.group(1)}"
         else:
