@@ -418,3 +418,21 @@ def test_lost_host_is_named(tmp_path, script, mpi_python):
                                 "h1: ranks 2, 3)")) or \
         re.fullmatch(r"dtrun: rank [23] \(host h1\) failed: killed \(.*or its host went down\)", headline), err
     assert _wait_gone(script, 5) == []
+
+
+@pytest.mark.parametrize("how", ["SIGHUP", "SIGKILL"])
+def test_stopping_dtrun_stops_every_host(tmp_path, script, mpi_python, how):
+    proc, lines = _start(["-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), script, "hang"], tmp_path, mpi_python)
+    try:
+        _wait_for(lines, "[3] sum 6 of 4")
+        proc.send_signal(getattr(signal, how))
+        proc.wait(timeout=30)
+        # SIGHUP: dtrun stops the job itself; SIGKILL: mpiexec's parent-death signal does
+        assert _wait_gone(script, 5) == [], f"ranks still running 5 s after {how} to dtrun"
+        if how == "SIGHUP":
+            assert proc.returncode == 128 + signal.SIGHUP
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for line in _rank_processes(script):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
