@@ -377,17 +377,22 @@ def _traceback_tail(lines):
 
 
 
-def _die_with_parent():
-    """In mpiexec's child before exec: SIGTERM it when dtrun dies, even by SIGKILL, so mpiexec tears
-    the job down on every host instead of running on unsupervised (Linux; elsewhere a no-op)."""
+def _parent_death_signal():
+    """A function for mpiexec's child to run before exec: SIGTERM it when dtrun dies, even by SIGKILL, so
+    mpiexec tears the job down on every host instead of running on unsupervised (Linux; elsewhere
+    None). prctl is looked up here, in dtrun: the child after fork only calls it."""
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG
-        if os.getppid() == 1:                       # dtrun already gone
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm():
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)     # PR_SET_PDEATHSIG
+        if os.getppid() != parent:                  # dtrun died before that took effect
             os.kill(os.getpid(), signal.SIGTERM)
-    except Exception:
-        pass
+    return arm
 
 
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
@@ -412,7 +417,8 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
     try:
         with open(log_path, "wb") as mpiexec_log:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_parent_death_signal())
     except OSError as exc:
         raise mpi.LaunchError(f"cannot start {argv[0]}: {exc}") from None
     streams.append(MpiexecStream(log_path, streams))
