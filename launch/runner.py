@@ -398,11 +398,8 @@ def _parent_death_signal():
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
-def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
-    """Run mpiexec to completion; return the exit status dtrun should exit with.
-
-    ``hosts``: the host names of a multi-host job; None: every rank runs on this machine, so their
-    pids can be watched."""
+def run(argv, launcher_env, nprocs, io_dir, timeout=None):
+    """Run mpiexec to completion; return the exit status dtrun should exit with."""
     term = Terminal()
     job = Job(nprocs, term)
     env = dict(os.environ)
