@@ -227,8 +227,8 @@ def _alive(pid):
 
 
 class DeathWatch(threading.Thread):
-    """Notes which rank exits first, among the ranks whose processes this machine can see (all of a
-    one-host job; namespace "hosts" too). Hydra's 'BAD TERMINATION' banner may name any of the ranks
+    """Notes which rank exits first, when this machine can see every rank's process (a one-host job;
+    network-namespace "hosts" of this machine too). Hydra's 'BAD TERMINATION' banner may name any of the ranks
     it killed during cleanup; the first to vanish is the one that failed. When every rank of one host
     of several vanishes at once, that host was lost (mpiexec then only says a connection closed)."""
 
@@ -270,6 +270,11 @@ class DeathWatch(threading.Thread):
     def _check(self, settle=0.1, step=0.005):
         first = self._dead()
         if not first:
+            return
+        if len(self.job.pids) < self.job.nprocs:
+            # some ranks run where this machine cannot see them: a death seen here may be mpiexec's
+            # clean-up after one there, so it proves nothing
+            self.stop_flag.set()
             return
         if len(first) == 1:
             self.first_dead = first[0]
