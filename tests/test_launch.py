@@ -436,3 +436,42 @@ def test_stopping_dtrun_stops_every_host(tmp_path, script, mpi_python, how):
             proc.kill()
         for line in _rank_processes(script):
             os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def _dummy_ranks(n):
+    """Processes whose command line says launch.rank, as the death watch checks (once they have started:
+    a rank sends its pid from its own code)."""
+    from launch import runner
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "launch.rank"]) for _ in range(n)]
+    deadline = time.monotonic() + 30
+    while not all(runner._is_rank_process(p.pid) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return procs
+
+
+@pytest.mark.parametrize("case", ["one_rank", "whole_host", "remote_ranks_unseen"])
+def test_death_watch_names_the_first_rank_or_the_lost_host(case):
+    from launch import runner
+    procs = _dummy_ranks(4 if case != "remote_ranks_unseen" else 2)
+    try:
+        nprocs = 4
+        job = runner.Job(nprocs, runner.Terminal(io.StringIO()))
+        for rank in range(nprocs):
+            pid = procs[rank].pid if rank < len(procs) else 999999999 - rank      # not on this machine
+            job.control(rank, f"pid {pid} host {'h0' if rank < 2 else 'h1'}")
+        watch = runner.DeathWatch(job)
+        watch.start()
+        time.sleep(0.2)
+        victims = {"one_rank": [procs[1]], "whole_host": procs[2:], "remote_ranks_unseen": [procs[0]]}[case]
+        for p in victims:
+            p.kill()
+            p.wait()
+        watch.join(timeout=5)
+        assert not watch.is_alive()
+        expected = {"one_rank": [(1, None)], "whole_host": [(2, "h1"), (None, "h1")],   # (both seen at once)
+                    "remote_ranks_unseen": [(None, None)]}[case]
+        assert (watch.first_dead, watch.lost_host) in expected
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
