@@ -348,6 +348,12 @@ while [ $# -gt 0 ]; do case "$1" in -x|-q|-T) shift;; -o|-p|-l) shift 2;; *) bre
 host=$1; shift
 echo $$ > "$(dirname "$0")/launcher-$host.pid"
 echo "$host" >> "$(dirname "$0")/launched.log"
+if [ "$host" = "$FAKE_SSH_PRIVATE_HOST" ]; then
+    # this host shares no filesystem with dtrun's for these directories: empty ones hide them
+    mounts=""
+    for dir in $FAKE_SSH_PRIVATE_DIRS; do mounts="$mounts mount -t tmpfs none $dir &&"; done
+    exec unshare --uts --mount /bin/sh -c "hostname $host && $mounts $*"
+fi
 unshare --uts /bin/sh -c "hostname $host && $*"
 """
 
@@ -359,6 +365,31 @@ def _fake_ssh(tmp_path):
     path = write(tmp_path / "fake-ssh", FAKE_SSH)
     os.chmod(path, 0o755)
     return ["--launcher", "ssh", "--launcher-exec", path]
+
+
+def test_config_job_on_two_hosts_without_a_shared_filesystem(tmp_path):
+    # h1 cannot see the run directory nor dtrun's output directory: the config travels by broadcast,
+    # the ranks' lines through mpiexec; the result equals the one-host run's. (MPICH only, to keep the
+    # suite short: the same broadcast and forwarding run under Open MPI in the tests above.)
+    mpi_python = sys.executable
+    cfg = os.path.join(REPO, "configs", "digits_mlp.toml")
+    private = [tmp_path / "runs", tmp_path / "tmp"]
+    for d in private:
+        d.mkdir()
+    common = ["-n", "4", cfg, "--set", "train.epochs=1"]
+    rc, out, err, _ = dtrun(*common, "--run-dir", tmp_path / "runs" / "one", cwd=tmp_path, timeout=180,
+                            python=mpi_python)
+    assert rc == 0, err
+    iface = "lo" if mpi_python == sys.executable else _an_interface_besides_lo()
+    rc, out, err, _ = dtrun(*common, "--run-dir", tmp_path / "runs" / "two", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path),
+                            "--force-tcp", "--iface", iface, cwd=tmp_path, timeout=180, python=mpi_python,
+                            env={"TMPDIR": str(tmp_path / "tmp"), "FAKE_SSH_PRIVATE_HOST": "h1",
+                                 "FAKE_SSH_PRIVATE_DIRS": " ".join(map(str, private))})
+    assert rc == 0, err
+    one, two = (json.load(open(tmp_path / "runs" / r / "summary.json")) for r in ("one", "two"))
+    for key in ("steps", "final_val_loss", "final_val_accuracy"):
+        assert one[key] == two[key], (key, one, two)
+    assert os.listdir(tmp_path / "tmp") == [] or all(not n.startswith("dtrun-io-") for n in os.listdir(tmp_path / "tmp"))
 
 
 def _an_interface_besides_lo():
