@@ -59,11 +59,11 @@ def hostname():
 def redirect_output(io_dir, rank):
     """Send this process's fd 1 and 2 to the job's output files, named by rank, so the launcher reads
     the same layout under every MPI. Where that directory does not exist on this host (another
-    machine without a shared filesystem; or DTRUN_FORWARD_OUTPUT=1), the lines travel through
-    mpiexec instead, tagged with the rank (forward_output)."""
+    machine without a shared filesystem), the lines travel through mpiexec instead, tagged with the
+    rank (forward_output)."""
     if os.environ.get("DTRUN_CONTROL") != "1":
         return
-    if os.environ.get("DTRUN_FORWARD_OUTPUT") == "1" or not io_dir or not os.path.isdir(io_dir):
+    if not io_dir or not os.path.isdir(io_dir):
         forward_output(rank)
         return
     for fd, kind in ((1, "out"), (2, "err")):
@@ -163,47 +163,6 @@ def _world():
         return rank_from_env(), 1, [hostname()]
 
 
-def share_config(run_dir):
-    """Rank 0 reads RUN_DIR/config.toml (dtrun wrote it on its machine) and sends it to every rank; a
-    host that does not share that directory gets a copy at the same path, so config jobs need no
-    shared filesystem. Raw bytes over MPI_Bcast: nothing is unpickled."""
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        return
-    import numpy as np
-    comm = MPI.COMM_WORLD
-    if comm.Get_size() == 1:
-        return
-    path = os.path.join(run_dir, "config.toml")
-    data = b""
-    if comm.Get_rank() == 0:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            data = None             # every rank then reports the missing file itself
-    size = np.array([-1 if data is None else len(data)], dtype=np.int64)
-    comm.Bcast(size, root=0)
-    if size[0] < 0:
-        return
-    buf = np.frombuffer(data, dtype=np.uint8).copy() if comm.Get_rank() == 0 else np.empty(size[0], np.uint8)
-    comm.Bcast(buf, root=0)
-    if comm.Get_rank() == 0:
-        return
-    try:
-        with open(path, "rb") as f:
-            if f.read() == buf.tobytes():
-                return              # a shared directory (or an identical copy)
-    except OSError:
-        pass
-    os.makedirs(run_dir, exist_ok=True)
-    tmp = f"{path}.rank{comm.Get_rank()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(buf.tobytes())
-    os.replace(tmp, path)
-
-
 def abort(status):
     """End the whole job now with `status`. MPI_Abort may return (a rank cut off from mpiexec), so
     this process ends itself afterwards either way."""
@@ -231,7 +190,6 @@ def main(argv=None):
     try:
         if argv and argv[0] == "config":
             from disttrain.training.job import run_from_run_dir
-            share_config(argv[1])
             run_from_run_dir(argv[1], resume="--resume" in argv[2:])
         elif argv and argv[0] == "script":
             path = argv[1]
