@@ -59,11 +59,11 @@ def hostname():
 def redirect_output(io_dir, rank):
     """Send this process's fd 1 and 2 to the job's output files, named by rank, so the launcher reads
     the same layout under every MPI. Where that directory does not exist on this host (another
-    machine without a shared filesystem; or DTRUN_FORWARD_OUTPUT=1), the lines travel through
-    mpiexec instead, tagged with the rank (forward_output)."""
+    machine without a shared filesystem), the lines travel through mpiexec instead, tagged with the
+    rank (forward_output)."""
     if os.environ.get("DTRUN_CONTROL") != "1":
         return
-    if os.environ.get("DTRUN_FORWARD_OUTPUT") == "1" or not io_dir or not os.path.isdir(io_dir):
+    if not io_dir or not os.path.isdir(io_dir):
         forward_output(rank)
         return
     for fd, kind in ((1, "out"), (2, "err")):

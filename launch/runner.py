@@ -227,8 +227,8 @@ def _alive(pid):
 
 
 class DeathWatch(threading.Thread):
-    """Notes which rank exits first, among the ranks whose processes this machine can see (all of a
-    one-host job; namespace "hosts" too). Hydra's 'BAD TERMINATION' banner may name any of the ranks
+    """Notes which rank exits first, when this machine can see every rank's process (a one-host job;
+    network-namespace "hosts" of this machine too). Hydra's 'BAD TERMINATION' banner may name any of the ranks
     it killed during cleanup; the first to vanish is the one that failed. When every rank of one host
     of several vanishes at once, that host was lost (mpiexec then only says a connection closed)."""
 
@@ -267,20 +267,33 @@ class DeathWatch(threading.Thread):
         return [rank for pid, rank in list(self.job.pids.items())
                 if rank not in self.job.done and not _alive(pid)]
 
-    def _check(self, settle=0.1):
+    def _check(self, settle=0.1, step=0.005):
         first = self._dead()
         if not first:
             return
+        if len(self.job.pids) < self.job.nprocs:
+            # some ranks run where this machine cannot see them: a death seen here may be mpiexec's
+            # clean-up after one there, so it proves nothing
+            self.stop_flag.set()
+            return
         if len(first) == 1:
             self.first_dead = first[0]
-        # A lost host's processes die within moments of each other (kill -9 goes one pid at a time):
-        # wait a little, then see whether the first deaths were the whole of one host.
-        time.sleep(settle)
-        dead, hosts = set(self._dead()), self.job.hosts
-        for host in set(hosts.values()):
-            on_host = {r for r, h in hosts.items() if h == host}
-            if len(on_host) < len(hosts) and set(first) <= on_host <= dead:
-                self.lost_host = host
+        # A lost host's processes die within moments of each other (kill -9 goes one pid at a time),
+        # before mpiexec's clean-up reaches the other hosts: watch a little longer for the whole of
+        # one host (of 2+ ranks: one rank alone may just have been killed) gone while others still run.
+        hosts = self.job.hosts
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            dead = set(self._dead())
+            if len(dead) == len(hosts):
+                break
+            for host in set(hosts.values()):
+                on_host = {r for r, h in hosts.items() if h == host}
+                if len(on_host) >= 2 and set(first) <= on_host <= dead:
+                    self.lost_host = host
+            if self.lost_host:
+                break
+            time.sleep(step)
         self.stop_flag.set()
 
 
@@ -313,7 +326,9 @@ def stop(proc, grace=3.0):
 
 def _rank_from_mpiexec_output(text, pids, host_pids=None):
     host_pids = host_pids or {}
-    m = re.search(r"process rank (\d+)", text)          # Open MPI
+    # Open MPI names the rank that died; a rank 'calling "abort"' without having said why (launch.rank
+    # reports every failure it sees) aborted because it lost a peer: not the one to blame
+    m = re.search(r"process rank (\d+) with PID \d+ on node \S+ (?:exited|killed|was killed)", " ".join(text.split()))
     if m:
         return int(m.group(1))
     m = re.search(r"RANK (\d+) PID", text)               # newer Hydra banners
@@ -367,27 +382,29 @@ def _traceback_tail(lines):
 
 
 
-def _die_with_parent():
-    """In mpiexec's child before exec: SIGTERM it when dtrun dies, even by SIGKILL, so mpiexec tears
-    the job down on every host instead of running on unsupervised (Linux; elsewhere a no-op)."""
+def _parent_death_signal():
+    """A function for mpiexec's child to run before exec: SIGTERM it when dtrun dies, even by SIGKILL, so
+    mpiexec tears the job down on every host instead of running on unsupervised (Linux; elsewhere
+    None). prctl is looked up here, in dtrun: the child after fork only calls it."""
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG
-        if os.getppid() == 1:                       # dtrun already gone
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm():
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)     # PR_SET_PDEATHSIG
+        if os.getppid() != parent:                  # dtrun died before that took effect
             os.kill(os.getpid(), signal.SIGTERM)
-    except Exception:
-        pass
+    return arm
 
 
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
-def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
-    """Run mpiexec to completion; return the exit status dtrun should exit with.
-
-    ``hosts``: the host names of a multi-host job; None: every rank runs on this machine, so their
-    pids can be watched."""
+def run(argv, launcher_env, nprocs, io_dir, timeout=None):
+    """Run mpiexec to completion; return the exit status dtrun should exit with."""
     term = Terminal()
     job = Job(nprocs, term)
     env = dict(os.environ)
@@ -402,7 +419,8 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
     try:
         with open(log_path, "wb") as mpiexec_log:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_parent_death_signal())
     except OSError as exc:
         raise mpi.LaunchError(f"cannot start {argv[0]}: {exc}") from None
     streams.append(MpiexecStream(log_path, streams))
@@ -449,7 +467,9 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
                 elif now - first_failure_seen > FAILURE_GRACE_S:
                     stopping["why"] = "failure"
                     job.quiet = True
-                    threading.Thread(target=stop, args=(proc,), daemon=True).start()
+                    # the job has failed already: no graceful minutes for it (measured: Open MPI's
+                    # prterun ignores SIGINT/SIGTERM while a host it must clean up is unreachable)
+                    threading.Thread(target=stop, args=(proc, 1.0), daemon=True).start()
             time.sleep(POLL_S)
         for s in streams:
             s.poll(final=True)
@@ -521,8 +541,12 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=No
         _, rank, why = sorted(job.failures)[0]
     else:
         rank = _rank_from_abort_lines(err.values())
+        m = re.search(r"process rank (\d+) with PID \d+ on node \S+ calling \"?abort", flat)
+        if m and int(m.group(1)) == first_dead:
+            first_dead = None   # Open MPI: it aborted on losing a peer (one that died unseen), not first
         if rank is None:
-            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids, job.host_pids)
+            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids,
+                                                                                        job.host_pids)
         code = re.search(r"EXIT CODE: (\d+)", flat)
         if lost_host and sig is None and code is None:
             ranks = [r for r, h in sorted(job.hosts.items()) if h == lost_host]
@@ -539,6 +563,9 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=No
         if sig is not None:
             why = f"killed by {_signal_name(sig)}"
             status = 128 + sig
+        elif rank is not None and rank == first_dead and not job.reported(rank):
+            # it vanished first without saying why (launch.rank reports every exit it can see)
+            why = "killed (it ended without a word: a signal such as SIGKILL, or its host went down)"
         elif code:
             why = f"exit code {code.group(1)}"
         else:

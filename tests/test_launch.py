@@ -42,6 +42,7 @@ if rank == 1 and mode == "raise":
 if rank == 1 and mode == "exit":
     sys.exit(3)
 if rank == 1 and mode == "kill":
+    time.sleep(0.5)       # mid-run
     os.kill(os.getpid(), 9)
 if mode == "long":
     print("x" * 10000, flush=True)
@@ -87,22 +88,6 @@ def test_two_ranks_whole_prefixed_lines(tmp_path, script, mpi_python):
     assert all(line.startswith(("[0] ", "[1] ", "dtrun:")) for line in lines), out
     assert "\x1e" not in out + err                         # control lines never reach the user
     assert _io_dirs(tmp) == []                             # the ranks' output directory is gone
-
-
-def test_output_through_mpiexec_where_hosts_share_no_directory(tmp_path, script, mpi_python):
-    # a rank on a host that cannot see dtrun's output directory sends its lines through mpiexec,
-    # tagged with its rank (forced here with DTRUN_FORWARD_OUTPUT=1): the same whole prefixed lines
-    rc, out, err, _ = dtrun("-n", "2", "--env", "DTRUN_FORWARD_OUTPUT=1", script, "long", cwd=tmp_path, timeout=120,
-                            python=mpi_python)
-    assert rc == 0, err
-    lines = _whole_lines_of_both_ranks(out)
-    for rank in (0, 1):
-        assert f"[{rank}] {'x' * 10000}" in lines
-    assert all(line.startswith(("[0] ", "[1] ")) for line in lines) and err == "", (out, err)
-    rc, out, err, _ = dtrun("-n", "2", "--env", "DTRUN_FORWARD_OUTPUT=1", script, "raise", cwd=tmp_path, timeout=120,
-                            python=mpi_python)
-    assert rc == 1 and err.startswith(f"dtrun: rank 1 (host {HOST}) failed: ValueError: deliberate failure"), err
-    assert "  [1]     raise ValueError(\"deliberate failure in rank one\")" in err.splitlines(), err
 
 
 @pytest.mark.parametrize("mode, why, status", [
@@ -339,21 +324,58 @@ def test_blamed_rank_is_the_headline_end_to_end(tmp_path, mpi_python):
                                   "reported by rank 0", err
 
 
-# A stand-in for ssh: `LAUNCHER -x HOST COMMAND...` runs COMMAND here, under a shell that stays (as an
-# ssh client would), and notes its pid per host so a test can "crash" that host.
+# A stand-in for ssh: `LAUNCHER -x HOST COMMAND...` runs COMMAND here, in a UTS namespace whose host
+# name is HOST (Open MPI tells nodes apart by host name), under a shell that stays (as an ssh client
+# would), and notes its pid per host so a test can "crash" that host.
 FAKE_SSH = """#!/bin/sh
 while [ $# -gt 0 ]; do case "$1" in -x|-q|-T) shift;; -o|-p|-l) shift 2;; *) break;; esac; done
 host=$1; shift
 echo $$ > "$(dirname "$0")/launcher-$host.pid"
 echo "$host" >> "$(dirname "$0")/launched.log"
-/bin/sh -c "$*"
+if [ "$host" = "$FAKE_SSH_PRIVATE_HOST" ]; then
+    # this host shares no filesystem with dtrun's for these directories: empty ones hide them
+    mounts=""
+    for dir in $FAKE_SSH_PRIVATE_DIRS; do mounts="$mounts mount -t tmpfs none $dir &&"; done
+    exec unshare --uts --mount /bin/sh -c "hostname $host && $mounts $*"
+fi
+unshare --uts /bin/sh -c "hostname $host && $*"
 """
 
 
 def _fake_ssh(tmp_path):
+    probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"hosts need their own host names (unshare --uts), not possible here: {probe.stderr.strip()}")
     path = write(tmp_path / "fake-ssh", FAKE_SSH)
     os.chmod(path, 0o755)
     return ["--launcher", "ssh", "--launcher-exec", path]
+
+
+def test_output_of_a_host_that_cannot_see_the_output_directory(tmp_path, script, mpi_python):
+    # h1 shares no filesystem with dtrun for its temporary directory: its ranks' lines (and their
+    # control lines: failure reports, pid and host) travel through mpiexec
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = {"TMPDIR": str(private), "FAKE_SSH_PRIVATE_HOST": "h1", "FAKE_SSH_PRIVATE_DIRS": str(private)}
+    rc, out, err, _ = dtrun("-n", "2", "-H", "h0:1,h1:1", *_fake_ssh(tmp_path), script, "long", cwd=tmp_path,
+                            timeout=120, python=mpi_python, env=env)
+    assert rc == 0, err
+    lines = _whole_lines_of_both_ranks(out)
+    assert "[1] torchrun 1 2 0 1 1 h0 29500" in lines and f"[1] {'x' * 10000}" in lines, out   # sent in pieces
+    assert all(line.startswith(("[0] ", "[1] ")) for line in lines) and err == "", (out, err)
+    rc, out, err, _ = dtrun("-n", "2", "-H", "h0:1,h1:1", *_fake_ssh(tmp_path), script, "raise", cwd=tmp_path,
+                            timeout=120, python=mpi_python, env=env)
+    assert rc == 1 and err.startswith("dtrun: rank 1 (host h1) failed: ValueError: deliberate failure"), err
+    assert "  [1]     raise ValueError(\"deliberate failure in rank one\")" in err.splitlines(), err
+    assert [n for n in os.listdir(private) if n.startswith("dtrun-io-")] == []
+
+
+def _an_interface_besides_lo():
+    names = sorted(n for n in os.listdir("/sys/class/net") if n != "lo" and
+                   open(f"/sys/class/net/{n}/operstate").read().strip() == "up")
+    if not names:
+        pytest.skip("no network interface besides lo is up (Open MPI's TCP transport does not use lo)")
+    return names[0]
 
 
 def _descendants(pid):
@@ -361,11 +383,12 @@ def _descendants(pid):
     return [int(k) for k in kids] + [d for k in kids for d in _descendants(int(k))]
 
 
-def test_multi_host_through_launcher_exec_mpich(tmp_path, script):
-    # Hydra starts a proxy per host through the launcher; the fake runs it here, so the hosts
-    # h0 and h1 are names only, but placement, variables and the failure reports are the real ones.
-    rc, out, err, _ = dtrun("-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), "--iface", "lo", "--force-tcp",
-                            script, "ok", cwd=tmp_path, timeout=120)
+def test_multi_host_through_launcher_exec(tmp_path, script, mpi_python):
+    # mpiexec starts a proxy/daemon per host through the launcher; the fake runs it here (with the
+    # host's name), so placement, variables, TCP and the failure reports are the real ones.
+    iface = "lo" if mpi_python == sys.executable else _an_interface_besides_lo()   # Open MPI's TCP skips lo
+    rc, out, err, _ = dtrun("-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), "--iface", iface, "--force-tcp",
+                            script, "ok", cwd=tmp_path, timeout=120, python=mpi_python)
     assert rc == 0, err
     assert sorted(open(tmp_path / "launched.log").read().split()) == ["h0", "h1"]
     for rank in range(4):
@@ -373,12 +396,18 @@ def test_multi_host_through_launcher_exec_mpich(tmp_path, script):
         assert f"[{rank}] sum 6 of 4" in out.splitlines()
     # kill -9 of a rank on the remote host: named with its host and signal
     rc, out, err, seconds = dtrun("-n", "2", "-H", "h0:1,h1:1", *_fake_ssh(tmp_path), script, "kill",
-                                  cwd=tmp_path, timeout=120)
-    assert rc == 128 + 9 and "dtrun: rank 1 (host h1) failed: killed by SIGKILL" in err, (rc, err)
+                                  cwd=tmp_path, timeout=120, python=mpi_python)
+    if mpi_python == sys.executable:
+        assert rc == 128 + 9 and "dtrun: rank 1 (host h1) failed: killed by SIGKILL" in err, (rc, err)
+    else:   # Open MPI: rank 0 may see the connection close (and abort) before the daemon reports the
+        # signal; then the rank that vanished first is named if dtrun saw it, and rank 0 never is
+        headline = err.splitlines()[0]
+        assert rc != 0 and "rank 0" not in headline, (rc, err)
+        assert headline.startswith(("dtrun: rank 1 (host h1) failed: killed", "dtrun: the job failed")), err
 
 
-def test_lost_host_is_named_mpich(tmp_path, script):
-    proc, lines = _start(["-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), script, "hang"], tmp_path)
+def test_lost_host_is_named(tmp_path, script, mpi_python):
+    proc, lines = _start(["-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), script, "hang"], tmp_path, mpi_python)
     try:
         _wait_for(lines, "[3] sum 6 of 4")
         # the host "crashes": everything started on it dies (the ssh client then exits)
@@ -395,5 +424,63 @@ def test_lost_host_is_named_mpich(tmp_path, script):
     # which processes die first is a race the watcher usually wins; when it cannot tell, it says so
     assert headline.startswith(("dtrun: lost host h1 and its ranks 2, 3 (host down",
                                 "dtrun: the job failed: mpiexec lost contact with a host (h0: ranks 0, 1; "
-                                "h1: ranks 2, 3)")), err
+                                "h1: ranks 2, 3)")) or \
+        re.fullmatch(r"dtrun: rank [23] \(host h1\) failed: killed \(.*or its host went down\)", headline), err
     assert _wait_gone(script, 5) == []
+
+
+@pytest.mark.parametrize("how", ["SIGHUP", "SIGKILL"])
+def test_stopping_dtrun_stops_every_host(tmp_path, script, mpi_python, how):
+    proc, lines = _start(["-n", "4", "-H", "h0:2,h1:2", *_fake_ssh(tmp_path), script, "hang"], tmp_path, mpi_python)
+    try:
+        _wait_for(lines, "[3] sum 6 of 4")
+        proc.send_signal(getattr(signal, how))
+        proc.wait(timeout=30)
+        # SIGHUP: dtrun stops the job itself; SIGKILL: mpiexec's parent-death signal does
+        assert _wait_gone(script, 5) == [], f"ranks still running 5 s after {how} to dtrun"
+        if how == "SIGHUP":
+            assert proc.returncode == 128 + signal.SIGHUP
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for line in _rank_processes(script):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def _dummy_ranks(n):
+    """Processes whose command line says launch.rank, as the death watch checks (once they have started:
+    a rank sends its pid from its own code)."""
+    from launch import runner
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "launch.rank"]) for _ in range(n)]
+    deadline = time.monotonic() + 30
+    while not all(runner._is_rank_process(p.pid) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return procs
+
+
+@pytest.mark.parametrize("case", ["one_rank", "whole_host", "remote_ranks_unseen"])
+def test_death_watch_names_the_first_rank_or_the_lost_host(case):
+    from launch import runner
+    procs = _dummy_ranks(4 if case != "remote_ranks_unseen" else 2)
+    try:
+        nprocs = 4
+        job = runner.Job(nprocs, runner.Terminal(io.StringIO()))
+        for rank in range(nprocs):
+            pid = procs[rank].pid if rank < len(procs) else 999999999 - rank      # not on this machine
+            job.control(rank, f"pid {pid} host {'h0' if rank < 2 else 'h1'}")
+        watch = runner.DeathWatch(job)
+        watch.start()
+        time.sleep(0.2)
+        victims = {"one_rank": [procs[1]], "whole_host": procs[2:], "remote_ranks_unseen": [procs[0]]}[case]
+        for p in victims:
+            p.kill()
+            p.wait()
+        watch.join(timeout=5)
+        assert not watch.is_alive()
+        expected = {"one_rank": [(1, None)], "whole_host": [(2, "h1"), (None, "h1")],   # (both seen at once)
+                    "remote_ranks_unseen": [(None, None)]}[case]
+        assert (watch.first_dead, watch.lost_host) in expected
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
