@@ -405,7 +405,9 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
                 elif now - first_failure_seen > FAILURE_GRACE_S:
                     stopping["why"] = "failure"
                     job.quiet = True
-                    threading.Thread(target=stop, args=(proc,), daemon=True).start()
+                    # the job has failed already: no graceful minutes for it (measured: Open MPI's
+                    # prterun ignores SIGINT/SIGTERM while a host it must clean up is unreachable)
+                    threading.Thread(target=stop, args=(proc, 1.0), daemon=True).start()
             time.sleep(POLL_S)
         for s in streams:
             s.poll(final=True)
