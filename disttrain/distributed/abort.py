@@ -19,18 +19,16 @@ MPICH across two hosts, ``MPI_Abort`` RETURNS (after ~0 s) when the rank's
 proxy cannot reach mpiexec (the link is cut), and a rank that went on would
 re-report and re-abort forever. So after ``MPI_Abort`` the rank
 ``os._exit``s, a timer ends it if ``MPI_Abort`` blocks instead, and a second
-fatal path while aborting exits at once. A rank whose abort did not end it
-is cut off from its launcher, and so is the MPI daemon that started it: the
-rank kills that daemon, its parent, before it exits. Open MPI's ``MPI_Abort``
-ends the rank itself even when cut off, but its ``prted`` was measured to
-linger ~9 s more (until its own timeout); so in a multi-host job an aborting
-rank first starts a small reaper (``sh``) that SIGKILLs the daemon if it
-still runs `ABORT_GRACE` seconds later (a daemon still reachable by its
-launcher is gone by then).
+fatal path while aborting exits at once. On a host cut off from the
+launcher, the MPI daemon that started the ranks is orphaned too: Open MPI's
+``MPI_Abort`` ends the rank, but its ``prted`` was measured to linger ~9 s
+more (until its own timeout). So in a multi-host job an aborting rank first
+starts a small reaper (``sh``) that SIGKILLs its parent daemon if that still
+runs `ABORT_GRACE` seconds later (a daemon its launcher can reach is gone by
+then: the job is being torn down).
 """
 import atexit
 import os
-import signal
 import sys
 import threading
 import time
@@ -71,14 +69,15 @@ def abort_job(comm, code, text):
         pass
     time.sleep(_FORWARD_PAUSE)
     _reap_daemon_later(comm)
-    timer = threading.Timer(ABORT_GRACE, _give_up, (code,))
+    timer = threading.Timer(ABORT_GRACE, os._exit, (code,))
     timer.daemon = True
     timer.start()
     try:
         comm.abort(code)
     finally:
-        # MPI_Abort returned: mpiexec is out of reach (or the group is a single process).
-        _give_up(code)
+        # MPI_Abort returned: mpiexec is out of reach, or (measured, MPICH on one host) a
+        # rank has already finalized; mpiexec notices this rank's exit and stops the rest.
+        os._exit(code)
 
 
 def _daemon_parent():
@@ -90,17 +89,6 @@ def _daemon_parent():
     except OSError:
         return None
     return (ppid, name) if ppid > 1 and name in _DAEMONS else None
-
-
-def _give_up(code):
-    """End this process (and its orphaned MPI daemon) now that the abort did not end it."""
-    daemon = _daemon_parent()
-    if daemon:
-        try:
-            os.kill(daemon[0], signal.SIGKILL)
-        except OSError:
-            pass
-    os._exit(code)
 
 
 def _reap_daemon_later(comm):
