@@ -28,6 +28,7 @@ runs `ABORT_GRACE` seconds later (a daemon its launcher can reach is gone by
 then: the job is being torn down).
 """
 import atexit
+import logging
 import os
 import sys
 import threading
@@ -63,7 +64,7 @@ def abort_job(comm, code, text):
     except Exception:
         pass
     try:
-        sys.stderr.write(text)
+        logging.getLogger("disttrain").critical(text.rstrip("\n"))    # stderr unless the user routes it
         sys.stderr.flush()
     except Exception:
         pass

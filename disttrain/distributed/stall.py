@@ -21,6 +21,7 @@ blame (blame.py: the stalled ranks, never itself) and aborts the job
 on a host cut off from mpiexec). A rank cut off from the job ends the same
 way: its own detector finds every remote rank silent.
 """
+import logging
 import os
 import sys
 import time
@@ -145,12 +146,15 @@ class StallDetector:
         self.reports.append(rec)
         self.log(text)
         if self.abort and not_joined:
-            blame(not_joined, [hosts[r] for r in not_joined], "stall", comm.rank, text)
+            blame(not_joined, [hosts[r] for r in not_joined], "stall", comm.rank,
+                  "; ".join(why) + f" ({at(comm.rank)} waited {waited:.1f} s in collective {describe(mine)})")
             _abort.abort_job(comm, 1, f"disttrain stall detector: {at(comm.rank)}: aborting the job "
                                       "(stall_abort=True)\n")
         return rec
 
 
 def _stderr(text):
-    sys.stderr.write(text + "\n")
+    # the `disttrain` logger: shown on stderr by default (Python's last-resort handler), filterable
+    # by library users with the standard logging configuration
+    logging.getLogger("disttrain").warning(text)
     sys.stderr.flush()

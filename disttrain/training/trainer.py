@@ -79,7 +79,8 @@ def train(cfg, run_dir, resume=False):
     from .. import nn
 
     t_start = time.perf_counter()
-    dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort)
+    dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort,
+              check_collectives=cfg.distributed.check_collectives)
     rank, world = dist.get_rank(), dist.get_world_size()
     is_main = rank == 0
     import_job_modules(cfg.job.imports, cfg.source)
