@@ -133,8 +133,7 @@ def launch(nprocs, target, args, is_config, overrides, run_dir, resume, mpiexec_
             print(f"dtrun: {nprocs} ranks, run directory {run_dir}", flush=True)
         if not is_config:
             _warm_numba_cache()
-        return runner.run(argv, launcher_env, nprocs, io_dir, timeout=timeout,
-                          hosts=[h for h, _ in hosts] if hosts else None)
+        return runner.run(argv, launcher_env, nprocs, io_dir, timeout=timeout)
     finally:
         runner.remove_io_dir(io_dir)
 

@@ -184,6 +184,10 @@ def forwarded(env_set, environ=None):
     return [k for k in sorted(environ) if k not in env_set and (k in FORWARD_VARS or k.startswith(FORWARD_PREFIXES))]
 
 
+def has_iface(name):
+    return os.path.exists(os.path.join("/sys/class/net", name))
+
+
 def transport_env(spec):
     """Variables that pick the interface and transport (both MPIs read their own; harmless to others)."""
     env = {}
@@ -208,8 +212,10 @@ def build_command(spec, mpiexec, dialect, python=None):
             argv += ["-launcher", spec.launcher]
         if spec.launcher_exec:
             argv += ["-launcher-exec", spec.launcher_exec]
-        if spec.iface:
-            argv += ["-iface", spec.iface]          # Hydra's own control connections
+        if spec.iface and has_iface(spec.iface):
+            # Hydra's own control connections, from the hosts back to this machine (which may
+            # reach them over another interface: then only the ranks' traffic is pinned)
+            argv += ["-iface", spec.iface]
         for key, val in env.items():
             argv += ["-genv", key, val]
         if spec.timeout:

@@ -1,4 +1,5 @@
-"""What each rank runs: `python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS...)`.
+"""What each rank runs: `python -m mpi4py -m launch.rank (config RUN_DIR [--resume] | script PATH ARGS... |
+module NAME ARGS...)`.
 
 Before the user's code runs, each rank sends its stdout/stderr into the job's output directory
 (DTRUN_IO_DIR/rank<R>.out|err, the same layout under every MPI) and sets torchrun's variables
@@ -57,15 +58,84 @@ def hostname():
 
 def redirect_output(io_dir, rank):
     """Send this process's fd 1 and 2 to the job's output files, named by rank, so the launcher reads
-    the same layout under every MPI. Returns False (output stays with mpiexec) where the directory
-    does not exist on this host."""
+    the same layout under every MPI. Where that directory does not exist on this host (another
+    machine without a shared filesystem), the lines travel through mpiexec instead, tagged with the
+    rank (forward_output)."""
+    if os.environ.get("DTRUN_CONTROL") != "1":
+        return
     if not io_dir or not os.path.isdir(io_dir):
-        return False
+        forward_output(rank)
+        return
     for fd, kind in ((1, "out"), (2, "err")):
         target = os.open(os.path.join(io_dir, f"rank{rank}.{kind}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(target, fd)
         os.close(target)
-    return True
+
+
+FORWARD = "\x1ddtrun@"      # FORWARD + "RANK KIND TEXT": one line of a rank's output, through mpiexec
+_CHUNK = 3000              # < PIPE_BUF: one write() per piece never interleaves with other ranks'
+_pumps = []
+
+
+def forward_output(rank):
+    """Replace fd 1 and 2 by pipes whose lines threads write to the original stdout, each whole line in
+    one write() as FORWARD + "RANK out|err TEXT" (a piece of a longer line: kind "out+"/"err+")."""
+    import atexit
+    import threading
+    sink = os.dup(1)
+    for fd, kind in ((1, "out"), (2, "err")):
+        r, w = os.pipe()
+        os.dup2(w, fd)
+        os.close(w)
+        t = threading.Thread(target=_pump, args=(r, sink, f"{FORWARD}{rank} {kind}"), daemon=True)
+        t.start()
+        _pumps.append(t)
+    atexit.register(finish_forwarding)
+
+
+def _pump(rfd, sink, head):
+    partial = b""
+    while True:
+        try:
+            data = os.read(rfd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        partial += data
+        *lines, partial = partial.split(b"\n")
+        for line in lines:
+            _send(sink, head, line)
+    if partial:
+        _send(sink, head, partial)
+
+
+def _send(sink, head, line):
+    pieces = [line[i:i + _CHUNK] for i in range(0, len(line), _CHUNK)] or [b""]
+    for i, piece in enumerate(pieces):
+        more = "+" if i < len(pieces) - 1 else ""
+        try:
+            os.write(sink, f"{head}{more} ".encode() + piece + b"\n")
+        except OSError:
+            return
+
+
+def finish_forwarding():
+    """Close this process's ends of the pipes and let the threads send what is left (at exit)."""
+    if not _pumps:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    for t in _pumps:
+        t.join(timeout=1.0)
+    del _pumps[:]
 
 
 def set_torchrun_env(rank, size, local_rank, local_size, node_rank, master_addr):
@@ -101,6 +171,7 @@ def abort(status):
         sys.stderr.flush()
     except Exception:
         pass
+    finish_forwarding()
     try:
         from mpi4py import MPI
         MPI.COMM_WORLD.Abort(status)

@@ -14,7 +14,7 @@ import threading
 import time
 
 from . import mpi
-from .rank import CONTROL, is_machinery
+from .rank import CONTROL, FORWARD, is_machinery
 
 POLL_S = 0.05
 TAIL_LINES = 40
@@ -58,31 +58,44 @@ class Terminal:
             self.bar = ""
 
 
-class RankStream:
-    """Tails one rank's output file and emits whole lines, prefixed with the rank."""
-
-    def __init__(self, rank, kind, path_fn, term, job):
-        self.rank, self.kind, self.path_fn, self.term, self.job = rank, kind, path_fn, term, job
-        self.path = None
-        self.fh = None
-        self.partial = b""
-        self.lines = []         # kept for the failure report (stderr only)
+class _LineTail:
+    """Reads a growing file and hands each whole line to take()."""
+    fh = None
+    partial = b""
 
     def poll(self, final=False):
-        if self.fh is None:
-            self.path = self.path_fn()
-            if not self.path or not os.path.exists(self.path):
-                return
-            self.fh = open(self.path, "rb")
+        if not self.ready():
+            return
         data = self.fh.read()
         if data:
             self.partial += data
             *complete, self.partial = self.partial.split(b"\n")
             for raw in complete:
-                self.emit(raw.decode("utf-8", "replace"))
+                self.take(raw.decode("utf-8", "replace"))
         if final and self.partial:
-            self.emit(self.partial.decode("utf-8", "replace"))
+            self.take(self.partial.decode("utf-8", "replace"))
             self.partial = b""
+
+    def close(self):
+        if self.fh:
+            self.fh.close()
+
+
+class RankStream(_LineTail):
+    """Tails one rank's output file and emits whole lines, prefixed with the rank."""
+
+    def __init__(self, rank, kind, path_fn, term, job):
+        self.rank, self.kind, self.path_fn, self.term, self.job = rank, kind, path_fn, term, job
+        self.path = None
+        self.lines = []         # kept for the failure report (stderr only)
+
+    def ready(self):
+        if self.fh is None:
+            self.path = self.path_fn()
+            if not self.path or not os.path.exists(self.path):
+                return False
+            self.fh = open(self.path, "rb")
+        return True
 
     def emit(self, text):
         text = text.rstrip("\r")
@@ -99,9 +112,38 @@ class RankStream:
                 return              # MPICH's note that the rank aborted: the failure report says it
         self.term.line(f"[{self.rank}] {text}", sys.stderr if self.kind == "err" else sys.stdout)
 
+    take = emit
+
+
+class MpiexecStream(_LineTail):
+    """Tails mpiexec's own output: its messages are kept for the failure report; lines ranks forward
+    through it (launch.rank.forward_output, hosts that cannot see the output directory) go to
+    their rank's stream, as if read from its file."""
+
+    def __init__(self, path, streams):
+        self.fh = open(path, "rb")
+        self.streams = {(s.rank, s.kind): s for s in streams}
+        self.lines = []
+
+    def ready(self):
+        return True
+
+    def take(self, text):
+        m = re.match(re.escape(FORWARD) + r"(\d+) (out|err)(\+?) (.*)$", text, re.S) if FORWARD in text else None
+        stream = self.streams.get((int(m.group(1)), m.group(2))) if m else None
+        if stream is None:
+            self.lines.append(text)
+        elif m.group(3):                    # a piece of a longer line
+            stream.partial += m.group(4).encode("utf-8")
+        else:
+            stream.emit((stream.partial + m.group(4).encode("utf-8")).decode("utf-8", "replace"))
+            stream.partial = b""
+
+    def text(self):
+        return "\n".join(self.lines)
+
     def close(self):
-        if self.fh:
-            self.fh.close()
+        self.fh.close()
 
 
 class Job:
@@ -185,8 +227,8 @@ def _alive(pid):
 
 
 class DeathWatch(threading.Thread):
-    """Notes which rank exits first, among the ranks whose processes this machine can see (all of a
-    one-host job; namespace "hosts" too). Hydra's 'BAD TERMINATION' banner may name any of the ranks
+    """Notes which rank exits first, when this machine can see every rank's process (a one-host job;
+    network-namespace "hosts" of this machine too). Hydra's 'BAD TERMINATION' banner may name any of the ranks
     it killed during cleanup; the first to vanish is the one that failed. When every rank of one host
     of several vanishes at once, that host was lost (mpiexec then only says a connection closed)."""
 
@@ -225,20 +267,33 @@ class DeathWatch(threading.Thread):
         return [rank for pid, rank in list(self.job.pids.items())
                 if rank not in self.job.done and not _alive(pid)]
 
-    def _check(self, settle=0.05):
+    def _check(self, settle=0.1, step=0.005):
         first = self._dead()
         if not first:
             return
+        if len(self.job.pids) < self.job.nprocs:
+            # some ranks run where this machine cannot see them: a death seen here may be mpiexec's
+            # clean-up after one there, so it proves nothing
+            self.stop_flag.set()
+            return
         if len(first) == 1:
             self.first_dead = first[0]
-        # A lost host's processes die within moments of each other (kill -9 goes one pid at a time):
-        # wait a little, then see whether the first deaths were the whole of one host.
-        time.sleep(settle)
-        dead, hosts = set(self._dead()), self.job.hosts
-        for host in set(hosts.values()):
-            on_host = {r for r, h in hosts.items() if h == host}
-            if len(on_host) < len(hosts) and set(first) <= on_host <= dead:
-                self.lost_host = host
+        # A lost host's processes die within moments of each other (kill -9 goes one pid at a time),
+        # before mpiexec's clean-up reaches the other hosts: watch a little longer for the whole of
+        # one host (of 2+ ranks: one rank alone may just have been killed) gone while others still run.
+        hosts = self.job.hosts
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            dead = set(self._dead())
+            if len(dead) == len(hosts):
+                break
+            for host in set(hosts.values()):
+                on_host = {r for r, h in hosts.items() if h == host}
+                if len(on_host) >= 2 and set(first) <= on_host <= dead:
+                    self.lost_host = host
+            if self.lost_host:
+                break
+            time.sleep(step)
         self.stop_flag.set()
 
 
@@ -271,7 +326,9 @@ def stop(proc, grace=3.0):
 
 def _rank_from_mpiexec_output(text, pids, host_pids=None):
     host_pids = host_pids or {}
-    m = re.search(r"process rank (\d+)", text)          # Open MPI
+    # Open MPI names the rank that died; a rank 'calling "abort"' without having said why (launch.rank
+    # reports every failure it sees) aborted because it lost a peer: not the one to blame
+    m = re.search(r"process rank (\d+) with PID \d+ on node \S+ (?:exited|killed|was killed)", " ".join(text.split()))
     if m:
         return int(m.group(1))
     m = re.search(r"RANK (\d+) PID", text)               # newer Hydra banners
@@ -325,27 +382,29 @@ def _traceback_tail(lines):
 
 
 
-def _die_with_parent():
-    """In mpiexec's child before exec: SIGTERM it when dtrun dies, even by SIGKILL, so mpiexec tears
-    the job down on every host instead of running on unsupervised (Linux; elsewhere a no-op)."""
+def _parent_death_signal():
+    """A function for mpiexec's child to run before exec: SIGTERM it when dtrun dies, even by SIGKILL, so
+    mpiexec tears the job down on every host instead of running on unsupervised (Linux; elsewhere
+    None). prctl is looked up here, in dtrun: the child after fork only calls it."""
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG
-        if os.getppid() == 1:                       # dtrun already gone
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm():
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)     # PR_SET_PDEATHSIG
+        if os.getppid() != parent:                  # dtrun died before that took effect
             os.kill(os.getpid(), signal.SIGTERM)
-    except Exception:
-        pass
+    return arm
 
 
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
-def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
-    """Run mpiexec to completion; return the exit status dtrun should exit with.
-
-    ``hosts``: the host names of a multi-host job; None: every rank runs on this machine, so their
-    pids can be watched."""
+def run(argv, launcher_env, nprocs, io_dir, timeout=None):
+    """Run mpiexec to completion; return the exit status dtrun should exit with."""
     term = Terminal()
     job = Job(nprocs, term)
     env = dict(os.environ)
@@ -355,13 +414,16 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
         for i, kind in ((0, "out"), (1, "err")):
             streams.append(RankStream(
                 rank, kind, (lambda r=rank, i=i: mpi.rank_output_paths(io_dir, r)[i]), term, job))
-    mpiexec_log = tempfile.TemporaryFile()
+    log_path = os.path.join(io_dir, "mpiexec.log")
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
-                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        with open(log_path, "wb") as mpiexec_log:
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=mpiexec_log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_parent_death_signal())
     except OSError as exc:
         raise mpi.LaunchError(f"cannot start {argv[0]}: {exc}") from None
+    streams.append(MpiexecStream(log_path, streams))
 
     stopping = {"why": None}
 
@@ -399,7 +461,7 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
                 threading.Thread(target=stop, args=(proc,), daemon=True).start()
             # A rank reported a failure and called MPI_Abort: make sure the job ends soon even if
             # the abort did not reach every rank.
-            if (job.failures or job.blames) and stopping["why"] is None:
+            if job.failures and stopping["why"] is None:     # (a blame alone may be a warning)
                 if first_failure_seen is None:
                     first_failure_seen = now
                 elif now - first_failure_seen > FAILURE_GRACE_S:
@@ -419,9 +481,8 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None, hosts=None):
         term.end_progress()
     watch.join(timeout=0.5)         # it may be settling on who died first
     watch.stop_flag.set()
-    mpiexec_log.seek(0)
-    mpiexec_text = mpiexec_log.read().decode("utf-8", "replace")
-    mpiexec_log.close()
+    mpiexec_text = streams[-1].text()
+    streams = streams[:-1]
     elapsed = time.monotonic() - start
 
     if rc == 0 and stopping["why"] is None:
@@ -480,8 +541,12 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=No
         _, rank, why = sorted(job.failures)[0]
     else:
         rank = _rank_from_abort_lines(err.values())
+        m = re.search(r"process rank (\d+) with PID \d+ on node \S+ calling \"?abort", flat)
+        if m and int(m.group(1)) == first_dead:
+            first_dead = None   # Open MPI: it aborted on losing a peer (one that died unseen), not first
         if rank is None:
-            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids, job.host_pids)
+            rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids,
+                                                                                        job.host_pids)
         code = re.search(r"EXIT CODE: (\d+)", flat)
         if lost_host and sig is None and code is None:
             ranks = [r for r, h in sorted(job.hosts.items()) if h == lost_host]
@@ -498,6 +563,9 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=No
         if sig is not None:
             why = f"killed by {_signal_name(sig)}"
             status = 128 + sig
+        elif rank is not None and rank == first_dead and not job.reported(rank):
+            # it vanished first without saying why (launch.rank reports every exit it can see)
+            why = "killed (it ended without a word: a signal such as SIGKILL, or its host went down)"
         elif code:
             why = f"exit code {code.group(1)}"
         else:

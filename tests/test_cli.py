@@ -118,7 +118,9 @@ def test_dry_run_multi_host_options_mpich(tmp_path):
     argv = _dry(tmp_path, *MULTI_HOST, script)
     assert argv[argv.index("-hosts") + 1] == "h0:2,h1:2"
     assert argv[argv.index("-launcher") + 1] == "ssh" and argv[argv.index("-launcher-exec") + 1] == "/opt/ns-exec"
-    assert argv[argv.index("-iface") + 1] == "veth1"
+    assert "-iface" not in argv             # Hydra's own -iface only where this machine has the interface
+    assert _dry(tmp_path, "-n", "2", "-H", "h0,h1", "--iface", "lo", script)[3:7] == ["-hosts", "h0:1,h1:1", "-iface",
+                                                                                      "lo"]
     genv = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "-genv"}
     assert genv["FI_TCP_IFACE"] == "veth1" and genv["UCX_NET_DEVICES"] == "veth1"
     assert genv["MPIR_CVAR_CH4_NETMOD"] == "ofi" and genv["FI_PROVIDER"] == "tcp"

@@ -80,7 +80,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     # sums of that interval must survive the resume for the next train row to be the same.
     rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", cwd=tmp_path, timeout=120,
                             env={"DTRUN_TEST_KILL_AT_STEP": "1:10"})
-    assert rc != 0 and "rank 1 failed: killed by SIGKILL" in err, err
+    assert rc != 0 and "dtrun: rank 1 (host " in err and ") failed: killed by SIGKILL" in err, err
     cut_at = ckpt.list_checkpoints(tmp_path / "cut" / "checkpoints")[-1][0]
     assert cut_at in (4, 8) and cut_at % 3 != 0
     rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", "--resume", cwd=tmp_path, timeout=120)
