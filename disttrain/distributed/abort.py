@@ -35,6 +35,8 @@ import threading
 import time
 import traceback
 
+from .blame import failed
+
 _state = {"installed": False, "exit_code": None, "comm": None, "aborting": False}
 
 
@@ -68,6 +70,7 @@ def abort_job(comm, code, text):
         sys.stderr.flush()
     except Exception:
         pass
+    failed(text.strip().splitlines()[0] if text.strip() else f"aborted (status {code})")
     time.sleep(_FORWARD_PAUSE)
     _reap_daemon_later(comm)
     timer = threading.Timer(ABORT_GRACE, os._exit, (code,))
