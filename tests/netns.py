@@ -116,11 +116,27 @@ class NetnsHosts:
             _ip("link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns", b)
             for i, ns in enumerate(self.namespaces):
                 _ip("-n", ns, "addr", "add", f"{SUBNET}.{i + 1}/24", "dev", "veth0")
+                # IPv4 only: a veth's IPv6 address is "tentative" for a while after the link comes
+                # up, and libfabric's tcp provider failed to start on it (ep_enable: Bad file descriptor)
+                subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
+                                "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; "
+                                "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"], capture_output=True)
                 _ip("-n", ns, "link", "set", "lo", "up")
                 _ip("-n", ns, "link", "set", "veth0", "up")
+            self._wait_link_up()
         except BaseException:
             self.close()
             raise
+
+    def _wait_link_up(self, timeout=5.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            states = [json.loads(_ip("-n", ns, "-j", "link", "show", "veth0"))[0].get("operstate")
+                      for ns in self.namespaces]
+            if all(s == "UP" for s in states):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the veth link between {self.namespaces} did not come up: {states}")
 
     # -- running ---------------------------------------------------------------
     def env(self, noshare=(), noshare_dir=None):
@@ -165,6 +181,8 @@ class NetnsHosts:
 
     def link(self, up, host="h0"):
         _ip("-n", self.prefix + host, "link", "set", "veth0", "up" if up else "down")
+        if up:
+            self._wait_link_up()
 
     # -- clean-up -------------------------------------------------------------------
     def kill_all(self):

@@ -291,13 +291,14 @@ class ProgressEngine:
                 wake.wait()
                 continue
             self._start_queued()
-            if spin and not self._suspected_stall():
+            stalled = self._suspected_stall()
+            if spin and not stalled:
                 self._drive_blocking()
             else:
                 self._drive_once()
                 # Sleep-poll: the rank's own computation keeps its core (each Test()
                 # is a few microseconds of MPI progress).
-                time.sleep(POLL_INTERVAL)
+                time.sleep(STALLED_POLL if stalled else POLL_INTERVAL)
 
     def _suspected_stall(self):
         try:

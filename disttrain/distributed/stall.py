@@ -146,7 +146,8 @@ class StallDetector:
         self.reports.append(rec)
         self.log(text)
         if self.abort and not_joined:
-            blame(not_joined, [hosts[r] for r in not_joined], "stall", comm.rank, text)
+            blame(not_joined, [hosts[r] for r in not_joined], "stall", comm.rank,
+                  "; ".join(why) + f" ({at(comm.rank)} waited {waited:.1f} s in collective {describe(mine)})")
             _abort.abort_job(comm, 1, f"disttrain stall detector: {at(comm.rank)}: aborting the job "
                                       "(stall_abort=True)\n")
         return rec

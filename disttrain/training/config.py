@@ -112,6 +112,9 @@ SCHEMA = {
         _key("stall_timeout", "float", 60.0, "Seconds a collective may wait before the stall detector reports "
              "(and, with stall_abort, aborts the job).", low=0.0, low_open=True),
         _key("stall_abort", "bool", True, "Abort the job when a collective stalls past stall_timeout."),
+        _key("check_collectives", "str", "auto", "Verify before each collective that every rank calls the same one "
+             "(op, dtype, element count): on, off, or auto (the first 64 collectives of the job).",
+             choices=("auto", "on", "off")),
         _key("find_unused_parameters", "bool", False, "Reduce parameters that got no gradient as zeros."),
         _key("sync_batch_norm", "bool", False, "Replace the model's BatchNorm layers by SyncBatchNorm (batch "
              "statistics over all ranks)."),
@@ -138,6 +141,7 @@ SCHEMA_DEFAULT = {"data": "digits", "schedule": "constant", "task": "auto"}
 # Keys a resumed run may change: they do not change what is computed.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("distributed", "timeline"),
                      ("distributed", "stall_timeout"), ("distributed", "stall_abort"),
+                     ("distributed", "check_collectives"),
                      ("checkpoint", "interval"), ("checkpoint", "keep_last"), ("checkpoint", "enabled"),
                      ("logging", "log_interval"), ("logging", "progress"), ("job", "output_dir")}
 

@@ -111,7 +111,8 @@ class Trainer:
         from .. import distributed as dist
         self.t_start = time.perf_counter()
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
-        dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort)
+        dist.init(stall_timeout=cfg.distributed.stall_timeout, stall_abort=cfg.distributed.stall_abort,
+                  check_collectives=cfg.distributed.check_collectives)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
         import_job_modules(cfg.job.imports, cfg.source)
