@@ -88,6 +88,10 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="lr"):
         dist.ShardedOptimizer(dt.DistributedDataParallel(net()), dt.optim.Adam, lr=-1)
     ddp = dt.DistributedDataParallel(net())
+    with pytest.raises(ValueError, match="betas"):          # nothing attached to ddp by a failed call
+        dist.ShardedOptimizer(ddp, "adam", betas=(1.5, 0.9))
+    with pytest.raises(ValueError, match="ranks_per_node"):
+        dist.ShardedOptimizer(ddp, "adam", ranks_per_node=0)
     dist.ShardedOptimizer(ddp, dt.optim.Adam)
     with pytest.raises(RuntimeError, match="already has a ShardedOptimizer"):
         dist.ShardedOptimizer(ddp, dt.optim.Adam)

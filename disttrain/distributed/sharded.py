@@ -110,7 +110,6 @@ class ShardedOptimizer:
     """
 
     def __init__(self, model, optimizer="adam", *, shared_memory="auto", ranks_per_node=None, **hyperparameters):
-        from .. import optim
         if not isinstance(model, DistributedDataParallel):
             raise TypeError(f"ShardedOptimizer: expected a DistributedDataParallel model, got {type(model).__name__} "
                             "(wrap it first: dt.DistributedDataParallel(module))")
@@ -119,6 +118,12 @@ class ShardedOptimizer:
         if isinstance(model._hook_state, ShardedOptimizer):
             raise RuntimeError(f"ShardedOptimizer: rank {model.group.rank}: this DistributedDataParallel already has a "
                                "ShardedOptimizer; create one per model")
+        if ranks_per_node is not None and (isinstance(ranks_per_node, bool) or not isinstance(ranks_per_node, int)
+                                           or ranks_per_node < 1):
+            raise ValueError(f"ShardedOptimizer: ranks_per_node must be a positive integer, got {ranks_per_node!r}")
+        # Check the optimizer and its hyperparameters before the model is touched.
+        make = _optimizer_factory(optimizer, hyperparameters)
+        make([Tensor(np.zeros(1), requires_grad=True)])
         self.ddp = model
         self.group = group = model.group
         self.rank, self.world_size = group.rank, group.size
@@ -159,14 +164,7 @@ class ShardedOptimizer:
             pc.seg = Tensor(pc.pflat[pc.lo:pc.hi], requires_grad=True)
             pc.seg._grad = pc.grad
 
-        segs = [pc.seg for pc in self._pieces]
-        if isinstance(optimizer, str):
-            self.optimizer = optim.create(optimizer, segs, **hyperparameters)
-        elif isinstance(optimizer, type) and issubclass(optimizer, optim.Optimizer):
-            self.optimizer = optimizer(segs, **hyperparameters)
-        else:
-            raise TypeError(f"ShardedOptimizer: optimizer must be an Optimizer class (e.g. optim.Adam) or a "
-                            f"registered rule name, got {optimizer!r}")
+        self.optimizer = make([pc.seg for pc in self._pieces])
         self.rule = self.optimizer.rule
         self._steps = 0
         self._consolidated = None
@@ -514,6 +512,17 @@ class ShardedOptimizer:
                 if self.node_shared else "any topology")
         return (f"ShardedOptimizer({self.rule.name!r}, rank {self.rank} of {self.world_size}, {path}, "
                 f"{len(self._pieces)} bucket slices)")
+
+
+def _optimizer_factory(optimizer, hyperparameters):
+    """``params -> Optimizer`` for an Optimizer class or a registered rule name."""
+    from .. import optim
+    if isinstance(optimizer, str):
+        return lambda params: optim.create(optimizer, params, **hyperparameters)
+    if isinstance(optimizer, type) and issubclass(optimizer, optim.Optimizer):
+        return lambda params: optimizer(params, **hyperparameters)
+    raise TypeError(f"ShardedOptimizer: optimizer must be an Optimizer class (e.g. optim.Adam) or a registered rule "
+                    f"name, got {optimizer!r}")
 
 
 def _ShardedOptimizer_hook(opt, bucket):
