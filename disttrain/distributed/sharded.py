@@ -442,6 +442,15 @@ class ShardedOptimizer:
                                "on rank r")
         return self._consolidated
 
+    def validation_view(self):
+        """A plain optimizer over the model's parameters with this one's rule and hyperparameters: what a
+        checkpoint (written in the unsharded format) is validated against before `load_state_dict`."""
+        from .. import optim
+        plain = optim.create(self.rule.name, self._params)
+        plain.param_groups[0].clear()
+        plain.param_groups[0].update(self.param_groups[0], params=list(self._params))
+        return plain
+
     def load_state_dict(self, state_dict):
         """Load an unsharded state dict (from `state_dict`, or from a plain optimizer over the same
         parameters) on every rank; each rank keeps its own slices."""

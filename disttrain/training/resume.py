@@ -108,8 +108,9 @@ def load_and_validate(path, data, model, optimizer, schedule, world_size, cfg, n
     Returns the checkpoint's meta. Raises CheckpointError before anything is changed."""
     loaded = ckpt.read(path, data)
     spe, total = steps_plan(cfg.train, n_train, world_size)
-    ckpt.validate(path, loaded, model, optimizer, schedule, world_size, total_steps=total, steps_per_epoch=spe,
-                  grad_accum_steps=cfg.train.grad_accum_steps, seed=cfg.train.seed, model_name=cfg.model.name,
+    view = getattr(optimizer, "validation_view", None)     # a sharded optimizer: check the unsharded format
+    ckpt.validate(path, loaded, model, view() if view else optimizer, schedule, world_size, total_steps=total,
+                  steps_per_epoch=spe,                  grad_accum_steps=cfg.train.grad_accum_steps, seed=cfg.train.seed, model_name=cfg.model.name,
                   reference_optim_state=reference_optim_state, interval_len=interval_len)
     arrays, optim_state, meta = loaded
     try:
