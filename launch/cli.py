@@ -19,11 +19,13 @@ class _RunByDefault(click.Group):
 
     def invoke(self, ctx):
         # Ctrl-C before the ranks start: status 130 and one line (click would say "Aborted!", status 1)
-        interrupt.install()
+        restore = interrupt.install()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             interrupt.exit_interrupted()
+        finally:
+            restore()
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):

@@ -17,21 +17,24 @@ def _handler(signum, frame):
 
 def install():
     """From now on SIGINT sets the flag and raises KeyboardInterrupt (main thread only); a swallowed
-    one is not reported as "Exception ignored ... Traceback" (the flag has it)."""
+    one is not reported as "Exception ignored ... Traceback" (the flag has it). Returns a function
+    that restores the previous handlers (dtrun's CLI called in-process, e.g. by tests)."""
     try:
-        signal.signal(signal.SIGINT, _handler)
+        old_handler = signal.signal(signal.SIGINT, _handler)
     except ValueError:         # not the main thread (e.g. dtrun's CLI called from a test runner's thread)
-        return
-    previous = sys.unraisablehook
-    if getattr(previous, "_dtrun", False):
-        return
+        return lambda: None
+    old_hook = sys.unraisablehook
 
     def hook(unraisable):
         if issubclass(unraisable.exc_type, KeyboardInterrupt) and _state["interrupted"]:
             return
-        previous(unraisable)
-    hook._dtrun = True
+        old_hook(unraisable)
     sys.unraisablehook = hook
+
+    def restore():
+        signal.signal(signal.SIGINT, old_handler)
+        sys.unraisablehook = old_hook
+    return restore
 
 
 def exit_interrupted():

@@ -529,7 +529,7 @@ def test_ctrl_c_before_the_ranks_start_exits_130(tmp_path):
 
 def test_an_interrupt_swallowed_in_a_callback_still_stops_dtrun():
     from launch import interrupt
-    interrupt.install()
+    restore = interrupt.install()
     try:
         try:
             interrupt._handler(2, None)        # what SIGINT does; llvmlite's callback would swallow this
@@ -540,12 +540,7 @@ def test_an_interrupt_swallowed_in_a_callback_still_stops_dtrun():
         assert info.value.code == 130
     finally:
         interrupt._state["interrupted"] = False
-        signal_default()
-
-
-def signal_default():
-    import signal
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+        restore()
 
 
 def test_library_warnings_go_to_the_disttrain_logger(tmp_path, caplog):
