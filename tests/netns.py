@@ -56,16 +56,6 @@ def unavailable():
     return None
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _ns_pids(ns):
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     return [int(p) for p in out.split() if p.isdigit()]
@@ -90,7 +80,7 @@ def sweep_stale():
     """Delete namespaces of this harness whose creating process is gone."""
     for line in _ip("netns", "list", check=False).splitlines():
         m = re.match(rf"({re.escape(PREFIX)}(\d+)-\S+)", line)
-        if m and not _pid_alive(int(m.group(2))):
+        if m and not os.path.exists(f"/proc/{m.group(2)}"):     # its maker is gone
             _destroy(m.group(1))
 
 

@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 from disttrain.distributed import collective_check as cc  # noqa: E402
 
 
-def _run(n, mode, timeout=60):
-    return mpirun.run(n, "check_cases.py", mode, timeout=timeout)
+def _run(n, mode, timeout=60, python=None):
+    return mpirun.run(n, "check_cases.py", mode, timeout=timeout, python=python)
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -35,14 +35,14 @@ def test_mismatch_fails_on_every_rank_naming_the_divergent_rank_and_both_ops(n, 
         assert f"AFTER rank={r} sum={n}" in out, out
 
 
-def test_uncaught_mismatch_ends_the_job():
-    rc, out, err, secs = _run(3, "shape")
+def test_uncaught_mismatch_ends_the_job(mpi_python):
+    rc, out, err, secs = _run(3, "shape", python=mpi_python)
     assert rc != 0 and secs < 30, (rc, secs, out, err)
     assert "CollectiveMismatchError" in err and "rank 2 called #" in err and "shape (5,)" in err, err
 
 
-def test_deadlocked_script_ends_by_default_naming_exited_and_silent_ranks():
-    rc, out, err, secs = _run(3, "deadlock")
+def test_deadlocked_script_ends_by_default_naming_exited_and_silent_ranks(mpi_python):
+    rc, out, err, secs = _run(3, "deadlock", python=mpi_python)
     assert rc != 0 and secs < 30, (rc, secs, out, err)
     assert "ranks that have not joined it: [1, 2]" in err, err
     assert "rank 1 exited" in err and "rank 2 not responding" in err, err

@@ -327,6 +327,11 @@ class ProgressEngine:
                 pass
         return None
 
+    def current_seq(self):
+        """Sequence number of the earliest unfinished operation (the next one if none)."""
+        w = self.current_work()
+        return w.seq if w is not None else self._seq
+
     def wait(self, w):
         """Drive the operations up to ``w`` from this thread until it completes."""
         t0 = time.perf_counter()
