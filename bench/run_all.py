@@ -248,7 +248,8 @@ def markdown(rows, doc):
     m = doc["machine"]
     lines = [f"Run {doc['started']} UTC, {doc['wall_s']:.0f} s; {m['cpu']}, {m['cores']} cores; "
              f"Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, mpi4py {m['mpi4py']}, "
-             f"{m['mpi']}, torch {m['torch']}; {m['threads']} thread(s) per process"
+             f"{m['mpi']}, torch {m['torch']}; OPENBLAS_CORETYPE {m.get('openblas_coretype', '?')}; "
+             f"{m['threads']} thread(s) per process"
              + (f" ({'; '.join(m['threadpools'])})" if m.get("threadpools") else "") + "; "
              f"medians of {doc['steps']} timed steps in {doc['rounds']} alternating rounds after "
              f"{doc['warmup']} warm-up steps.", "",

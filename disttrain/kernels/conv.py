@@ -1,14 +1,15 @@
-"""im2col / col2im of ONE image for 2-D convolution; the GEMMs themselves go to BLAS.
+"""im2col / col2im for 2-D convolution over a small group of images; the GEMMs go to BLAS.
 
-Layout: ``cols`` is (C*kh*kw, oh*ow) for one image, with row
+Layout: ``cols`` is (B, C*kh*kw, oh*ow), one matrix per image, with row
 ``(c*kh + i)*kw + j`` and column ``y*ow + x`` holding
 input[c, y*sh + i - ph, x*sw + j - pw] (zero outside the input). The op
-runs one image at a time through a buffer of this shape that stays in the
-cache: im2col, then the GEMM ``weight2d @ cols`` writes that image's output
-directly in NCHW order, ``weight2d.T @ grad`` gives its columns' gradient
-and col2im folds that back. Measured (conv 32->64 3x3 on 26x26, batch 64,
-1 thread): the whole batch's columns at once (42 MB) made every pass a
-trip to memory and ran the forward 3x slower than this.
+runs the batch through a buffer of this shape sized to stay in the cache
+(one image for large layers, a few for small ones): im2col, then the GEMM
+``weight2d @ cols`` writes the output directly in NCHW order,
+``weight2d.T @ grad`` gives the columns' gradient and col2im folds that
+back. Measured (conv 32->64 3x3 on 26x26, batch 64, 1 thread): the whole
+batch's columns at once (42 MB) made every pass a trip to memory and ran
+the forward 3x slower than one image at a time.
 
 Padding is handled by the loops themselves, with no per-pixel test: for
 each kernel tap (i, j) the range of output columns that reads inside the
@@ -36,7 +37,22 @@ def _valid_range(j, pw, sw, w, ow):
 
 @kernel
 def im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
-    """cols (C*kh*kw, oh*ow) <- the patches of one image x (C, H, W)."""
+    """cols (B, C*kh*kw, oh*ow) <- the patches of the images x (B, C, H, W)."""
+    for b in range(x.shape[0]):
+        _im2col_one(x[b], kh, kw, sh, sw, ph, pw, oh, ow, cols[b])
+
+
+@kernel
+def col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, gx):
+    """Adjoint of im2col: gx (B, C, H, W) = the column entries of cols (B, C*kh*kw, oh*ow) summed at
+    their input pixels. gx is overwritten (zeroed plane by plane while in the cache, then accumulated into).
+    """
+    for b in range(gx.shape[0]):
+        _col2im_one(cols[b], kh, kw, sh, sw, ph, pw, oh, ow, gx[b])
+
+
+@kernel
+def _im2col_one(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
     c_, h, w = x.shape
     if ph == 0 and pw == 0 and sw == 1:           # the common case, without the range bookkeeping
         for c in range(c_):
@@ -76,11 +92,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
 
 
 @kernel
-def col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, gx):
-    """Adjoint of im2col for one image: gx (C, H, W) = the column entries summed at their input pixels.
-
-    gx is overwritten (zeroed here, while it is in the cache, then accumulated into).
-    """
+def _col2im_one(cols, kh, kw, sh, sw, ph, pw, oh, ow, gx):
     c_, h, w = gx.shape
     for c in range(c_):
         gx[c] = 0
@@ -106,10 +118,11 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, gx):
 
 @kernel
 def bias_add(out, bias):
-    """out (O, P) += bias[o] in place: one image's output."""
-    o_, p_ = out.shape
-    for o in range(o_):
-        b = bias[o]
-        row = out[o]
-        for p in range(p_):
-            row[p] += b
+    """out (B, O, P) += bias[o] in place: a group of images' outputs."""
+    n_, o_, p_ = out.shape
+    for n in range(n_):
+        for o in range(o_):
+            b = bias[o]
+            row = out[n, o]
+            for p in range(p_):
+                row[p] += b

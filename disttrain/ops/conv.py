@@ -47,13 +47,15 @@ class Conv2d(Function):
         w2 = contiguous(weight, dt).reshape(o, c * kh * kw)
         out = np.empty((n, o, oh * ow), dt)
         cols = _Columns(xc, kh, kw, sh, sw, ph, pw, oh, ow)
-        b = None if bias is None else contiguous(bias, dt)
-        for i in range(n):                                 # one image at a time: cols stays in the cache
-            oi = out[i]
-            np.matmul(w2, cols.of(i), out=oi)              # (O, oh*ow): NCHW
-            if b is not None:                              # while this image's output is in the cache
-                K.bias_add(oi, b)
+        bc = None if bias is None else contiguous(bias, dt)
+        for i, j in cols.groups():                         # a cache-sized group of images at a time
+            oi = out[i:j]
+            np.matmul(w2, cols.of(i, j), out=oi)           # (B, O, oh*ow): NCHW
+            if bc is not None:                             # while this output is in the cache
+                K.bias_add(oi, bc)
+        cols.x = None                                      # backward gets x (or the kept columns) itself
         ctx.save_for_backward(xc, w2)
+        ctx.cols = cols
         ctx.geometry = (weight.shape, sh, sw, ph, pw, oh, ow)
         return out.reshape(n, o, oh, ow)
 
@@ -66,46 +68,73 @@ class Conv2d(Function):
         kh, kw = w_shape[2], w_shape[3]
         dt = w2.dtype
         g3 = contiguous(g, dt).reshape(n, o, oh * ow)
-        # One pass over the images, each through one cache-resident buffer: its columns are rebuilt
-        # from x (not kept from forward: the whole batch's columns would be a trip to memory each
-        # way), the weight gradient accumulates cols @ g^T (this orientation measured 1.2-1.4x
+        # One pass over the groups of images, each through one cache-resident buffer: the columns are
+        # rebuilt from x (not kept from forward: the whole batch's columns would be a trip to memory
+        # each way), the weight gradient accumulates cols @ g^T (this orientation measured 1.2-1.4x
         # faster than g @ cols^T), then the same buffer takes w^T @ g, folded back by col2im.
-        cols = _Columns(xc, kh, kw, sh, sw, ph, pw, oh, ow)
-        gwt = np.empty(w2.shape[::-1], dt) if nw else None
-        part = np.empty(w2.shape[::-1], dt) if nw and n > 1 else None
+        cols = ctx.cols
+        cols.x = xc
+        gwt = np.zeros(w2.shape[::-1], dt) if nw else None
+        part = np.empty((cols.group,) + w2.shape[::-1], dt) if nw else None
         gx = np.empty(xc.shape, dt) if nx else None
-        gcols = cols.buf if nx and cols.buf is not None else np.empty((w2.shape[1], oh * ow), dt)
+        gcols = cols.buf if nx and cols.buf is not None and not cols.kept else \
+            np.empty((cols.group, w2.shape[1], oh * ow), dt)
         w2t = w2.T
-        for i in range(n):
-            gi = g3[i]
+        for i, j in cols.groups():
+            gi = g3[i:j]
             if nw:
-                np.matmul(cols.of(i), gi.T, out=part if i else gwt)
-                if i:
-                    gwt += part
+                pj = part[:j - i]
+                np.matmul(cols.of(i, j), gi.transpose(0, 2, 1), out=pj)
+                gwt += pj[0] if j - i == 1 else pj.sum(axis=0)
             if nx:
-                np.matmul(w2t, gi, out=gcols)
-                K.col2im(gcols, kh, kw, sh, sw, ph, pw, oh, ow, gx[i])
+                gc = gcols[:j - i]
+                np.matmul(w2t, gi, out=gc)
+                K.col2im(gc, kh, kw, sh, sw, ph, pw, oh, ow, gx[i:j])
         gw = np.ascontiguousarray(gwt.T).reshape(w_shape) if nw else None
         gb = g3.sum(axis=(0, 2)) if nb else None
         return gx, gw, gb, None, None
 
 
+# The per-shape choice. Up to KEEP_BYTES of columns for the whole batch (LeNet-sized layers), one
+# im2col of the batch, one batched GEMM, and the columns are kept for backward: per-image calls
+# would cost more than their arithmetic (measured 1.45x slower for LeNet's convolutions one image at
+# a time). Larger layers run in groups of at most COLS_BYTES of columns through one reused,
+# cache-resident buffer -- one image for conv 32->64 on 26x26 (663 KB) -- rebuilt in backward.
+KEEP_BYTES = 4 * 1024 * 1024
+COLS_BYTES = 512 * 1024
+
+
 class _Columns:
-    """The im2col matrix of image i of x, in one reused buffer (or a view of x for a plain 1x1 conv)."""
+    """im2col matrices of groups of images of x: the whole batch kept, one reused group buffer, or views
+    of x for a plain 1x1 convolution (see KEEP_BYTES)."""
 
     def __init__(self, x, kh, kw, sh, sw, ph, pw, oh, ow):
         self.x = x
         self.args = (kh, kw, sh, sw, ph, pw, oh, ow)
-        c = x.shape[1]
+        n, c = x.shape[:2]
+        per_image = c * kh * kw * oh * ow * x.itemsize
         self.direct = kh == kw == sh == sw == 1 and ph == pw == 0
-        self.buf = None if self.direct else np.empty((c * kh * kw, oh * ow), x.dtype)
+        self.kept = not self.direct and n * per_image <= KEEP_BYTES
+        self.group = n if self.kept else max(1, min(n, COLS_BYTES // max(per_image, 1)))
+        self.filled = False
+        self.buf = None if self.direct else np.empty((self.group, c * kh * kw, oh * ow), x.dtype)
 
-    def of(self, i):
-        xi = self.x[i]
+    def groups(self):
+        n, b = self.x.shape[0], self.group
+        return [(i, min(i + b, n)) for i in range(0, n, b)]
+
+    def of(self, i, j):
+        xi = self.x[i:j]
         if self.direct:
-            return xi.reshape(xi.shape[0], -1)
-        K.im2col(xi, *self.args, self.buf)
-        return self.buf
+            return xi.reshape(j - i, xi.shape[1], -1)
+        if self.kept:                       # the whole batch (one group), built once
+            if not self.filled:
+                K.im2col(xi, *self.args, self.buf)
+                self.filled = True
+            return self.buf
+        cols = self.buf[:j - i]
+        K.im2col(xi, *self.args, cols)
+        return cols
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
