@@ -185,14 +185,16 @@ def test_config_job_sharded_resumes_bitwise_and_matches_plain_ddp(tmp_path):
     from test_job import RESUME_JOB, _reproducible
     cfg = write(tmp_path / "job.toml", RESUME_JOB)
     shard = ["--set", "distributed.shard_optimizer=true"]
-    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "plain", cwd=tmp_path, timeout=120)
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "plain", cwd=tmp_path, timeout=240)
     assert rc == 0, err
-    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "full", *shard, cwd=tmp_path, timeout=120)
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "full", *shard, cwd=tmp_path, timeout=240)
     assert rc == 0, err
-    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", *shard, cwd=tmp_path, timeout=120,
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", *shard, cwd=tmp_path, timeout=240,
                             env={"DTRUN_TEST_KILL_AT_STEP": "1:10"})
-    assert rc != 0 and re.search(r"rank 1 (\(host \S+\) )?failed: killed by SIGKILL", err), err
-    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", "--resume", *shard, cwd=tmp_path, timeout=120)
+    # Which rank dtrun names is the launcher's business (tested in test_job.py): on a heavily loaded
+    # machine its 5 ms death watch can see both ranks gone at once and fall back to Hydra's banner.
+    assert rc != 0 and "failed: killed by SIGKILL" in err, err
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "cut", "--resume", *shard, cwd=tmp_path, timeout=240)
     assert rc == 0 and "resumed at step" in out, err
     full, cut = _reproducible(tmp_path / "full"), _reproducible(tmp_path / "cut")
     assert len(full) > 10 and full == cut
