@@ -19,6 +19,7 @@ from . import functional, init, utils
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "Identity", "Flatten",
     "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
-    "Dropout", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "Embedding", "Sequential", "ModuleList", "CrossEntropyLoss", "MSELoss",
+    "Dropout", "LayerNorm", "Embedding", "Sequential", "ModuleList", "CrossEntropyLoss", "MSELoss",
+    "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm",
     "functional", "init", "utils",
 ]
