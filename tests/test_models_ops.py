@@ -45,7 +45,8 @@ def test_attention_matches_reference_and_gradchecks(kind, L, S):
     ref = sdpa_reference(q, k, v, kw.get("attn_mask"), kw.get("is_causal", False), kw.get("scale"))
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-12, atol=1e-13)
     if kind == "float_mask":      # the additive mask gets a gradient too
-        assert gradcheck(lambda a, b, c, m: F.scaled_dot_product_attention(a, b, c, attn_mask=m), (q, k, v, kw["attn_mask"]))
+        assert gradcheck(lambda a, b, c, m: F.scaled_dot_product_attention(a, b, c, attn_mask=m),
+                         (q, k, v, kw["attn_mask"]))
     else:
         assert gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, **kw), (q, k, v))
 

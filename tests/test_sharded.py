@@ -2,7 +2,6 @@
 (tests/mpi/shard_checks.py, all checks of one N in one launch; failure paths in shard_fail.py)."""
 import functools
 import json
-import re
 import os
 import sys
 import tempfile

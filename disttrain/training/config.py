@@ -192,7 +192,8 @@ class Config:
         return {name: getattr(self, name).as_dict() for name in SECTION_ORDER}
 
 
-SECTION_ORDER = ("job", "model", "data", "task", "optimizer", "schedule", "train", "distributed", "checkpoint", "logging")
+SECTION_ORDER = ("job", "model", "data", "task", "optimizer", "schedule", "train", "distributed", "checkpoint",
+                 "logging")
 
 
 # ---------------------------------------------------------------------------------------------
