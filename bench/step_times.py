@@ -71,7 +71,7 @@ def table(records):
 
 
 def main(argv):
-    wanted = [a.upper() for a in argv] or ["A", "B", "C", "D", "L", "K"]
+    wanted = [a.upper() for a in argv] or ["A", "B", "C", "D", "L", "K", "K-small"]
     torch = import_torch()
     records = []
     for name in wanted:

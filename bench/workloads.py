@@ -19,10 +19,10 @@ SPECS = {
     "B": ((64,), 32, "MLP 64-128-10 relu, b32, SGD m0.9"),
     "C": ((1, 28, 28), 64, "LeNet conv8-pool-conv16-pool-120-84-10, b64, SGD m0.9"),
     "L": ((1, 28, 28), 64, "MNIST CNN (pytorch/examples) conv32-conv64-pool-9216-128-10, b64, SGD m0.9"),
-    "K": ((64,), 8, "nanoGPT 2 layers 4 heads d64 T64 vocab 65, manual causal attention, b8, AdamW"),
+    "K-small": ((64,), 8, "nanoGPT 2 layers 4 heads d64 T64 vocab 65, manual causal attention, b8, AdamW"),
 }
 
-# workload K's model
+# workload K-small's model (issue 14's nanoGPT-style stand-in, written with plain ops; K is the GPT below)
 GPT_VOCAB, GPT_BLOCK, GPT_EMBD, GPT_HEADS, GPT_LAYERS = 65, 64, 64, 4, 2
 K_LR = 1e-3
 
@@ -33,7 +33,7 @@ NEEDS = {
           "dt.nn.Flatten", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
     "L": ("dt.nn.Linear", "dt.nn.ReLU", "dt.nn.Sequential", "dt.nn.Conv2d", "dt.nn.MaxPool2d",
           "dt.nn.Flatten", "dt.nn.functional.cross_entropy", "dt.optim.SGD"),
-    "K": ("dt.nn.Linear", "dt.nn.Embedding", "dt.nn.LayerNorm", "dt.nn.GELU", "dt.nn.ModuleList",
+    "K-small": ("dt.nn.Linear", "dt.nn.Embedding", "dt.nn.LayerNorm", "dt.nn.GELU", "dt.nn.ModuleList",
           "dt.ops.masked_softmax", "dt.nn.functional.cross_entropy", "dt.optim.AdamW"),
 }
 
@@ -45,7 +45,7 @@ def batches(name, batch=None, seed=SEED, rank=0):
     shape, default_batch, _ = SPECS[name]
     b = default_batch if batch is None else batch
     rng = np.random.default_rng([seed, rank])
-    if name == "K":           # token ids in, next tokens (flattened: the loss sees (B*T, vocab)) out
+    if name == "K-small":     # token ids in, next tokens (flattened: the loss sees (B*T, vocab)) out
         return [(rng.integers(0, GPT_VOCAB, size=(b,) + shape).astype(np.int64),
                  rng.integers(0, GPT_VOCAB, size=b * shape[0]).astype(np.int64)) for _ in range(POOL)]
     return [(rng.standard_normal((b,) + shape, dtype=np.float32),
@@ -72,14 +72,14 @@ def dt_model(name):
     if name == "L":
         return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Linear(128, 10))
-    if name == "K":
+    if name == "K-small":
         return gpt(dt)
     raise KeyError(name)
 
 
 def optimizer(name, params, optim):
-    """The same update rule for both frameworks: AdamW for the GPT, SGD with momentum otherwise."""
-    if name == "K":
+    """The same update rule for both frameworks: AdamW for K-small, SGD with momentum otherwise."""
+    if name == "K-small":
         return optim.AdamW(params, lr=K_LR)
     return optim.SGD(params, lr=LR, momentum=MOMENTUM)
 
@@ -133,7 +133,7 @@ def torch_model(name, torch, weights=None):
     elif name == "L":
         m = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Linear(128, 10))
-    elif name == "K":
+    elif name == "K-small":
         m = gpt(torch)
     else:
         raise KeyError(name)
