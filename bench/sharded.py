@@ -9,6 +9,7 @@ One launch measures, side by side in rounds (alternating order, as bench/scaling
   nocomm   every rank trains it at once without communication: the ceiling of this machine
   ddp      DDP + Adam on every rank (allreduce of 1/N-scaled buckets, N identical updates)
   node     DDP + ShardedOptimizer, node-shared path (one parameter copy in shared memory)
+  node-late  the same without early reduction (every bucket reduced after the first node barrier)
   any      DDP + ShardedOptimizer, any-topology path (reduce-scatter, slice update, all-gather)
   torch-zero  PyTorch DDP + ZeroRedundancyOptimizer(Adam) over gloo, when torch is installed
 Efficiency = median t(1rank) / median t(mode); an N-rank step time is the slowest rank's.
@@ -75,8 +76,9 @@ def build(mode, data):
         if mode == "ddp":
             opt = dt.optim.Adam(model.parameters(), lr=LR)
         else:
-            opt = dist.ShardedOptimizer(ddp, dt.optim.Adam, lr=LR, shared_memory=(mode == "node"))
-            assert opt.node_shared == (mode == "node"), repr(opt)
+            opt = dist.ShardedOptimizer(ddp, dt.optim.Adam, lr=LR, shared_memory=mode.startswith("node"))
+            assert opt.node_shared == mode.startswith("node"), repr(opt)
+            opt.early_reduction = mode != "node-late"
     xs = [(dt.tensor(x), y) for x, y in data]
     step = W._step_closure(net, opt, F.cross_entropy, xs)[0]
     if mode == "node":                  # how often a rank reduced buckets while waiting for its peer
@@ -152,7 +154,8 @@ def main_timing():
     dist.init()
     data = W.batches("A", rank=RANK)
     phases = {}
-    for mode, ranks in (("1rank", "one"), ("nocomm", "all"), ("ddp", "all"), ("node", "all"), ("any", "all")):
+    for mode, ranks in (("1rank", "one"), ("nocomm", "all"), ("ddp", "all"), ("node", "all"), ("node-late", "all"),
+                        ("any", "all")):
         step, opt, ddp = build(mode, data)
         phases[mode] = (step, ranks, opt, ddp)
     torch = import_torch()

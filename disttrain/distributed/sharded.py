@@ -29,6 +29,7 @@ and one state array at a time; ``load_state_dict`` takes such a dict on every ra
 this rank's slices, so a checkpoint written by N ranks loads on M ranks.
 """
 import atexit
+import os
 import time
 
 import numpy as np
@@ -108,6 +109,10 @@ class ShardedOptimizer:
     the hierarchical path on one machine). Use it as any optimizer: ``zero_grad()``, ``step()``,
     ``param_groups`` (schedules work), ``state`` (this rank's slices' state only).
     """
+
+    # Node-shared path: reduce finished buckets while waiting for slower local ranks (False: after
+    # the barrier only; the results are the same bit for bit, bench/sharded.py compares the timing).
+    early_reduction = True
 
     def __init__(self, model, optimizer="adam", *, shared_memory="auto", ranks_per_node=None, **hyperparameters):
         if not isinstance(model, DistributedDataParallel):
@@ -261,7 +266,7 @@ class ShardedOptimizer:
         # slice of every bucket that all local ranks have finished (their `ready` flags say so):
         # a finished bucket is not written again before the step is published.
         work = node.start_barrier(f"gradients ready (step {self._steps})")
-        todo = self._reduce_ready_while(work)
+        todo = self._reduce_ready_while(work) if self.early_reduction else list(self._pieces)
         self._early = len(self._pieces) - len(todo)
         node.finish_barrier(work)
         for pc in todo:
@@ -290,6 +295,12 @@ class ShardedOptimizer:
         """Reduce the buckets every local rank has finished until ``work`` (the barrier) completes or
         nothing new is ready for ``patience`` seconds; returns the pieces still to reduce."""
         from .progress import POLL_INTERVAL
+        # Wait as the progress engine does: sleep-poll when ranks outnumber cores, else yield the core.
+        if self.group.engine.wait_mode == "sleep" or not hasattr(os, "sched_yield"):
+            def pause():
+                time.sleep(POLL_INTERVAL)
+        else:
+            pause = os.sched_yield
         todo = list(self._pieces)
         target = self.ddp._step         # synchronised backward passes so far, the same on every rank
         flags = self._ready_flags
@@ -305,7 +316,7 @@ class ShardedOptimizer:
                 continue
             if work.is_completed() or time.perf_counter() - last > patience:
                 break
-            time.sleep(POLL_INTERVAL)
+            pause()
         return todo
 
     def _publish_ready(self, pc):

@@ -56,7 +56,14 @@ class Node:
         """A shared window where this rank contributes ``nbytes``; returns (window, [uint8 array of
         each local rank's segment])."""
         MPI = self.MPI
-        win = MPI.Win.Allocate_shared(int(nbytes), 1, comm=self.local)
+        try:
+            win = MPI.Win.Allocate_shared(int(nbytes), 1, comm=self.local)
+        except MPI.Exception as exc:
+            raise RuntimeError(f"ShardedOptimizer: rank {self.group.rank}: allocating a {nbytes / 2**20:.1f} MiB "
+                               f"shared-memory window failed ({exc.Get_error_string()}); MPI backs these windows with "
+                               "/dev/shm (64 MiB by default in containers: docker run --shm-size). Pass "
+                               "shared_memory=False (config: [distributed] shared_memory = false) to use the "
+                               "any-topology path instead") from None
         win.Lock_all(MPI.MODE_NOCHECK)
         self.windows.append(win)
         segs = []
