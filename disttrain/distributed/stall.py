@@ -147,9 +147,13 @@ class StallDetector:
                    joined=joined, exited=exited, elsewhere=elsewhere, silent=silent, hosts_down=down)
         self.reports.append(rec)
         self.log(text)
-        if self.abort and not_joined:
+        # In a partition both sides see the other silent; rank 0's side speaks for the job (a rank
+        # that cannot reach rank 0's host is more likely the one cut off, and what it says may
+        # still reach dtrun through a shared filesystem).
+        if self.abort and not_joined and hosts[0] not in down:
             blame(not_joined, [hosts[r] for r in not_joined], "stall", comm.rank,
                   "; ".join(why) + f" ({at(comm.rank)} waited {waited:.1f} s in collective {what})")
+        if self.abort and not_joined:
             _abort.abort_job(comm, 1, f"disttrain stall detector: {at(comm.rank)}: aborting the job "
                                       "(stall_abort=True)\n")
         return rec
