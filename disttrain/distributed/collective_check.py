@@ -116,7 +116,7 @@ class CollectiveChecker:
         comm = self.comm
         mine = np.asarray(encode(seq, desc), np.int64)
         table = np.empty((comm.size, LENGTH), np.int64)
-        engine.submit_unchecked(f"collective check of #{seq} {label}",
+        engine.submit_unchecked(f"check of #{seq} {label}",
                                 lambda: comm.iallgather(mine, table),
                                 desc=descriptor("check", arr=mine)).wait()
         self.checked += 1

@@ -357,7 +357,7 @@ class ProgressEngine:
             if now < next_slice:
                 continue
             next_slice = now + _SLICE
-            if spin and now - t0 > SPIN_LIMIT:      # a suspected stall: stop spinning
+            if poll != STALLED_POLL and now - t0 > SPIN_LIMIT:   # a suspected stall: poll slowly
                 spin, poll = False, STALLED_POLL
             if stall is None:
                 continue

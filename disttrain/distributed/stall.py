@@ -127,7 +127,9 @@ class StallDetector:
         at = (lambda r: f"rank {r} (host {hosts[r]})") if multi else (lambda r: f"rank {r}")
         down = sorted({hosts[r] for r in silent} - {hosts[r] for r in range(comm.size) if r not in silent}) \
             if multi else []
-        text = (f"disttrain stall detector: {at(comm.rank)}: collective {describe(mine)} ({work.label}) "
+        # the collective check's allgather stands for the collective it checks: name that one
+        what = work.label if work.desc and work.desc[0] == "check" else f"{describe(mine)} ({work.label})"
+        text = (f"disttrain stall detector: {at(comm.rank)}: collective {what} "
                 f"has waited {waited:.1f} s; ranks that have not joined it: {not_joined}")
         why = []
         why += [f"{at(r)} exited (it closed its process group)" for r in exited]
@@ -145,9 +147,13 @@ class StallDetector:
                    joined=joined, exited=exited, elsewhere=elsewhere, silent=silent, hosts_down=down)
         self.reports.append(rec)
         self.log(text)
-        if self.abort and not_joined:
+        # In a partition both sides see the other silent; rank 0's side speaks for the job (a rank
+        # that cannot reach rank 0's host is more likely the one cut off, and what it says may
+        # still reach dtrun through a shared filesystem).
+        if self.abort and not_joined and hosts[0] not in down:
             blame(not_joined, [hosts[r] for r in not_joined], "stall", comm.rank,
-                  "; ".join(why) + f" ({at(comm.rank)} waited {waited:.1f} s in collective {describe(mine)})")
+                  "; ".join(why) + f" ({at(comm.rank)} waited {waited:.1f} s in collective {what})")
+        if self.abort and not_joined:
             _abort.abort_job(comm, 1, f"disttrain stall detector: {at(comm.rank)}: aborting the job "
                                       "(stall_abort=True)\n")
         return rec
