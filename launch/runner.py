@@ -267,7 +267,7 @@ class DeathWatch(threading.Thread):
         return [rank for pid, rank in list(self.job.pids.items())
                 if rank not in self.job.done and not _alive(pid)]
 
-    def _check(self, settle=0.1, step=0.005):
+    def _check(self, settle=0.5, step=0.005):
         first = self._dead()
         if not first:
             return
@@ -279,21 +279,25 @@ class DeathWatch(threading.Thread):
         if len(first) == 1:
             self.first_dead = first[0]
         # A lost host's processes die within moments of each other (kill -9 goes one pid at a time),
-        # before mpiexec's clean-up reaches the other hosts: watch a little longer for the whole of
-        # one host (of 2+ ranks: one rank alone may just have been killed) gone while others still run.
-        hosts = self.job.hosts
-        deadline = time.monotonic() + settle
-        while time.monotonic() < deadline:
-            dead = set(self._dead())
-            if len(dead) == len(hosts):
-                break
-            for host in set(hosts.values()):
-                on_host = {r for r, h in hosts.items() if h == host}
-                if len(on_host) >= 2 and set(first) <= on_host <= dead:
-                    self.lost_host = host
-            if self.lost_host:
-                break
+        # before mpiexec's clean-up reaches the other hosts. Note when each rank is first seen gone
+        # for a while, then: a host (of 2+ ranks: one rank alone may just have been killed) whose
+        # ranks were all gone before any rank of another host died was lost. (A single rank killed by
+        # a signal can look alike when its host's proxy cleans up first; mpiexec's banner then names
+        # the signal, and the report believes the banner.)
+        t0 = time.monotonic()
+        died = dict.fromkeys(first, t0)
+        while time.monotonic() < t0 + settle and len(died) < len(self.job.hosts):
             time.sleep(step)
+            now = time.monotonic()
+            for r in self._dead():
+                died.setdefault(r, now)
+        hosts = self.job.hosts
+        for host in set(hosts.values()):
+            on_host = {r for r, h in hosts.items() if h == host}
+            others = [t for r, t in died.items() if r not in on_host]
+            if (len(on_host) >= 2 and set(first) <= on_host and on_host <= set(died)
+                    and max(died[r] for r in on_host) < min(others, default=float("inf"))):
+                self.lost_host = host
         self.stop_flag.set()
 
 

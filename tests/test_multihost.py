@@ -199,8 +199,6 @@ def test_digits_on_two_hosts_matches_four_ranks_on_one(cluster, tmp_path, one_ho
     assert cluster.veth_bytes("h0")[0] - rx0 > 100_000       # the gradients crossed the veth
 
 
-@pytest.mark.xfail(strict=True, reason="needs branch i9-harden (only rank 0 reads the run directory; the rest "
-                   "travels by broadcast): without it the ranks on h1 cannot read config.toml")
 def test_digits_on_two_hosts_without_a_shared_run_directory(cluster, tmp_path, one_host_digits):
     # host h1 sees an empty tmpfs where the run directory is: only rank 0 may read it
     _two_host_digits(cluster, tmp_path, one_host_digits, noshare=True)
