@@ -490,7 +490,10 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None):
     elapsed = time.monotonic() - start
 
     if rc == 0 and stopping["why"] is None:
-        return 0
+        # Every rank said where it runs; one that never said it finished ended without finishing, even
+        # though mpiexec says 0 (measured: Open MPI's prterun exits 0 after losing a whole host).
+        unfinished = sorted(set(job.pids.values()) - job.done) if len(set(job.pids.values())) == nprocs else []
+        return report_unfinished(job, unfinished, mpiexec_text) if unfinished else 0
     if stopping["why"] == "interrupted":
         return 128 + stopping["signal"]         # 130 for Ctrl-C, as shells report it
     if stopping["why"] == "timeout" or (timeout and elapsed >= timeout and "timeout" in mpiexec_text.lower()):
@@ -524,6 +527,42 @@ def _who(job, ranks, hosts=()):
     return text
 
 
+def _lost_host(job, flat, first_dead, seen):
+    """The host a multi-host job lost, if it can be told: the one Open MPI names ('Remote daemon: [...]
+    on node H'), the one the death watch saw go first as a whole, or (mpiexec naming no exit code or
+    signal: its proxy there died too) the host of the first rank seen gone, if it ran 2+ ranks."""
+    hosts = set(job.hosts.values())
+    if len(hosts) < 2:
+        return None
+    m = re.search(r"Remote daemon: \[[^\]]*\] on node (\S+)", flat)
+    if m and m.group(1) in hosts:
+        return m.group(1)
+    if seen:
+        return seen
+    host = job.hosts.get(first_dead)
+    if host and sum(1 for h in job.hosts.values() if h == host) >= 2:
+        return host
+    return None
+
+
+def report_unfinished(job, ranks, mpiexec_text):
+    """mpiexec exited 0 but `ranks` never finished: name them (or their host, if it lost all its ranks)."""
+    out = sys.stderr
+    lost = _lost_host(job, " ".join(mpiexec_text.split()), None, None)
+    if lost:
+        on_host = [r for r, h in sorted(job.hosts.items()) if h == lost]
+        out.write(f"dtrun: lost host {lost} and its {_ranks(on_host)} (host down, unreachable, or every process on "
+                  "it killed); mpiexec exited 0 without every rank finishing\n")
+    else:
+        out.write(f"dtrun: {_who(job, ranks)} ended without finishing and without an error (a signal such as "
+                  "SIGKILL, or its host went down); mpiexec exited 0\n")
+    tail = mpiexec_text.strip().splitlines()[-TAIL_LINES:]
+    if tail:
+        out.write("dtrun: mpiexec said:\n" + "".join(f"  {line}\n" for line in tail))
+    out.flush()
+    return 1
+
+
 def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=None):
     """Print why the job failed, naming the rank at fault (and its host); return dtrun's exit status."""
     err = {s.rank: s for s in streams if s.kind == "err"}
@@ -552,6 +591,8 @@ def report_failure(job, streams, mpiexec_text, rc, first_dead=None, lost_host=No
             rank = first_dead if first_dead is not None else _rank_from_mpiexec_output(mpiexec_text, job.pids,
                                                                                         job.host_pids)
         code = re.search(r"EXIT CODE: (\d+)", flat)
+        if sig is None and code is None:
+            lost_host = _lost_host(job, flat, first_dead, lost_host)
         if lost_host and sig is None and code is None:
             ranks = [r for r, h in sorted(job.hosts.items()) if h == lost_host]
             out.write(f"dtrun: lost host {lost_host}" + (f" and its {_ranks(ranks)}" if ranks else "") +
