@@ -202,3 +202,28 @@ def test_digits_on_two_hosts_matches_four_ranks_on_one(cluster, tmp_path, one_ho
 def test_digits_on_two_hosts_without_a_shared_run_directory(cluster, tmp_path, one_host_digits):
     # host h1 sees an empty tmpfs where the run directory is: only rank 0 may read it
     _two_host_digits(cluster, tmp_path, one_host_digits, noshare=True)
+
+
+def test_sharded_node_shared_on_two_hosts_matches_one_host(cluster, tmp_path):
+    """Issue 11: the sharded optimizer's node-shared path across two namespace hosts (2 nodes x 2 local
+    ranks: node-local reduction in shared memory + a cross-node allreduce per slice) gives the results
+    of the same job on 4 ranks of one node (one node, 4 local ranks)."""
+    shard = ["--set", "distributed.shard_optimizer=true"]
+    ref = tmp_path / "one-host"
+    p = subprocess.run([sys.executable, "-m", "launch", "-n", "4", *DIGITS, *shard, "--run-dir", str(ref)],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "node-shared, 4 rank(s) per node x 1 node(s)" in p.stdout, p.stdout
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    rx0, _ = cluster.veth_bytes("h0")
+    p = cluster.run("h0", dtrun_argv(sys.executable, *DIGITS, *shard, "--run-dir", runs / "run"), env=_env(cluster),
+                    cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert cluster.veth_bytes("h0")[0] - rx0 > 50_000       # the slices crossed the veth
+    assert "node-shared, 2 rank(s) per node x 2 node(s)" in p.stdout, p.stdout     # the hierarchical path
+    got, want = _summary(runs / "run"), _summary(ref)
+    assert got["steps"] == want["steps"]
+    # the same sums in another order (2 nodes x 2 vs 1 node x 4): float32 rounding apart
+    assert got["final_val_loss"] == pytest.approx(want["final_val_loss"], rel=1e-4), (got, want)
+    assert abs(got["final_val_accuracy"] - want["final_val_accuracy"]) <= 2 / 360 + 1e-9, (got, want)

@@ -192,7 +192,8 @@ class Trainer:
         if self.is_main:
             self.progress.log(f"{cfg.job.name}: {self.world} rank(s), {self.data.description}; {self.total} steps "
                               f"of {t.batch_size * self.world * t.grad_accum_steps} samples" +
-                              (f"; resumed at step {self.step}" if self.resume else ""))
+                              (f"; resumed at step {self.step}" if self.resume else "") +
+                              (f"; {self.optimizer!r}" if cfg.distributed.shard_optimizer else ""))
         self._call("initialize")
         self.model.train()
         epoch = self.step // self.spe
