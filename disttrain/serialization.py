@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 
 from .autograd.tensor import Tensor
+from ._files import savez_atomic
 
 FORMAT = "disttrain-save-1"
 _SKELETON = "__skeleton__"
@@ -53,16 +54,7 @@ def save(obj, f):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"dt.save: cannot write {path}: directory {directory} does not exist")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as out:
-            np.savez(out, **contents)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    savez_atomic(path, contents)
 
 
 def load(f, map_location=None, weights_only=True, **kwargs):

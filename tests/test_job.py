@@ -3,7 +3,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from disttrain.training import checkpoint as ckpt
 from disttrain.training.config import load_config

@@ -1,10 +1,8 @@
 """ShardedOptimizer (ZeRO-1): library mode here; multi-rank checks in real `mpiexec -n N` launches
 (tests/mpi/shard_checks.py, all checks of one N in one launch; failure paths in shard_fail.py)."""
 import functools
-import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -100,18 +98,8 @@ def test_bad_arguments_are_named():
 # -- multi-rank ---------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def checks(n, resize=False):
-    out = tempfile.mkdtemp(prefix=f"disttrain-shard{n}-")
-    args = [out]
-    if resize:
-        args.append(os.path.join(checks(2)["out"], "step-00000008.npz"))
-    rc, stdout, stderr, secs = mpirun.run(n, "shard_checks.py", *args, timeout=240)
-    results = {}
-    for r in range(n):
-        path = os.path.join(out, f"results-{r}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                results[r] = json.load(f)
-    return dict(rc=rc, stdout=stdout, stderr=stderr, out=out, results=results)
+    args = [os.path.join(checks(2)["out"], "step-00000008.npz")] if resize else []
+    return mpirun.run_checks(n, "shard_checks.py", *args, timeout=240)
 
 
 def assert_ok(n, name, resize=False):

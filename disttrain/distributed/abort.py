@@ -30,7 +30,6 @@ then: the job is being torn down).
 import atexit
 import logging
 import os
-import logging
 import sys
 import threading
 import time

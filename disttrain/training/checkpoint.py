@@ -17,9 +17,10 @@ import logging
 import math
 import os
 import re
-import zipfile
 
 import numpy as np
+
+from .._files import savez_atomic
 
 FORMAT = "disttrain-checkpoint-1"
 _NAME = re.compile(r"^step-(\d{8,})\.npz$")
@@ -138,19 +139,10 @@ def save(directory, step, module, optimizer, meta, keep_last=None):
     meta = dict(meta, format=FORMAT, step=int(step), optimizer=skeleton, model_signature=model_signature(module))
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
     target = path_for(directory, step)
-    tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp-{os.getpid()}")
     try:
         os.makedirs(directory, exist_ok=True)
         remove_stale_temps(directory)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        savez_atomic(target, arrays)      # a temporary file, fsynced and renamed
     except OSError as exc:
         raise CheckpointError(f"could not write checkpoint {target} ({exc.strerror or exc}); nothing was "
                               "written and the earlier checkpoints are intact") from None

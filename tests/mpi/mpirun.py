@@ -62,12 +62,12 @@ def run(n, script, *args, timeout=120, python=None):
     return p.returncode, p.stdout, p.stderr, time.perf_counter() - t0
 
 
-def run_checks(n, script, timeout=240):
-    """Launch ``script OUTDIR`` on n ranks; every rank writes OUTDIR/results-<rank>.json (check name ->
-    "ok" or the failure). Returns dict(rc, stdout, stderr, secs, results={rank: {...}}, out)."""
+def run_checks(n, script, *args, timeout=240):
+    """Launch ``script OUTDIR ARGS...`` on n ranks; every rank writes OUTDIR/results-<rank>.json (check
+    name -> "ok" or the failure). Returns dict(rc, stdout, stderr, secs, results={rank: {...}}, out)."""
     import json
     out = tempfile.mkdtemp(prefix=f"disttrain-{os.path.splitext(script)[0]}{n}-")
-    rc, stdout, stderr, secs = run(n, script, out, timeout=timeout)
+    rc, stdout, stderr, secs = run(n, script, out, *args, timeout=timeout)
     results = {}
     for r in range(n):
         path = os.path.join(out, f"results-{r}.json")
