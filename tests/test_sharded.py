@@ -196,3 +196,16 @@ def test_config_job_sharded_resumes_bitwise_and_matches_plain_ddp(tmp_path):
         assert sa["state"][i]["exp_avg"].shape == sp["state"][i]["exp_avg"].shape
     rc, out, err, _ = dtrun("check", cfg, *shard, "--set", "distributed.comm_hook=fp16", cwd=tmp_path, timeout=60)
     assert rc != 0 and "[distributed] comm_hook" in err and "shard_optimizer" in err and "Traceback" not in err
+
+
+def test_nan_on_one_rank_stops_every_rank_of_a_sharded_job(tmp_path):
+    """With the sharded optimizer each rank holds only its own (unreduced) gradients, so a NaN on rank 1
+    alone must still stop rank 0 too (the verdict is agreed by one tiny allreduce), before any update."""
+    from dtrun_helpers import dtrun
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "digits_mlp.toml")
+    rc, out, err, _ = dtrun("-n", "2", cfg, "--run-dir", "r", "--set", "distributed.shard_optimizer=true",
+                            "--set", "train.epochs=1", cwd=tmp_path, timeout=120, env={"DTRUN_TEST_NAN_LOSS_AT": "1:3"})
+    assert rc != 0 and "Traceback" not in err, err
+    assert "training diverged at step 3: the gradient norm is nan" in err, err
+    ckpts = tmp_path / "r" / "checkpoints"
+    assert not ckpts.exists() or not os.listdir(ckpts)        # nothing was checkpointed after the NaN
