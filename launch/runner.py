@@ -492,7 +492,8 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None):
         # Every rank said where it runs; one that never said it finished ended without finishing, even
         # though mpiexec says 0 (measured: Open MPI's prterun exits 0 after losing a whole host).
         unfinished = sorted(set(job.pids.values()) - job.done) if len(set(job.pids.values())) == nprocs else []
-        return report_unfinished(job, unfinished, mpiexec_text) if unfinished else 0
+        return report_unfinished(job, unfinished, mpiexec_text, watch.first_dead, watch.lost_host) \
+            if unfinished else 0
     if stopping["why"] == "interrupted":
         return 128 + stopping["signal"]         # 130 for Ctrl-C, as shells report it
     if stopping["why"] == "timeout" or (timeout and elapsed >= timeout and "timeout" in mpiexec_text.lower()):
@@ -536,6 +537,10 @@ def _lost_host(job, flat, first_dead, seen):
     m = re.search(r"Remote daemon: \[[^\]]*\] on node (\S+)", flat)
     if m and m.group(1) in hosts:
         return m.group(1)
+    if "prterun" in flat or "PRTE" in flat:
+        # Open MPI names a lost daemon itself (above); its ranks abort on a peer's death too fast for the
+        # order of deaths to tell a lost host from one killed rank
+        return None
     if seen:
         return seen
     host = job.hosts.get(first_dead)
@@ -544,10 +549,10 @@ def _lost_host(job, flat, first_dead, seen):
     return None
 
 
-def report_unfinished(job, ranks, mpiexec_text):
+def report_unfinished(job, ranks, mpiexec_text, first_dead=None, lost_host=None):
     """mpiexec exited 0 but `ranks` never finished: name them (or their host, if it lost all its ranks)."""
     out = sys.stderr
-    lost = _lost_host(job, " ".join(mpiexec_text.split()), None, None)
+    lost = _lost_host(job, " ".join(mpiexec_text.split()), first_dead, lost_host)
     if lost:
         on_host = [r for r, h in sorted(job.hosts.items()) if h == lost]
         out.write(f"dtrun: lost host {lost} and its {_ranks(on_host)} (host down, unreachable, or every process on "
