@@ -491,15 +491,21 @@ def run(argv, launcher_env, nprocs, io_dir, timeout=None):
     if rc == 0 and stopping["why"] is None:
         # Every rank said where it runs; one that never said it finished ended without finishing, even
         # though mpiexec says 0 (measured: Open MPI's prterun exits 0 after losing a whole host).
-        unfinished = sorted(set(job.pids.values()) - job.done) if len(set(job.pids.values())) == nprocs else []
-        return report_unfinished(job, unfinished, mpiexec_text, watch.first_dead, watch.lost_host) \
-            if unfinished else 0
+        # (Every rank reports its host at start, remote ones too; a rank may end with os._exit(0) or lose
+        # its control line, so one missing 'done' alone is no failure: a whole host missing is.)
+        unfinished = sorted(set(job.hosts) - job.done) if len(job.hosts) == nprocs else []
+        if unfinished and _whole_hosts(job, unfinished):
+            return report_unfinished(job, unfinished, mpiexec_text, watch.first_dead, watch.lost_host)
+        return 0
     if stopping["why"] == "interrupted":
         return 128 + stopping["signal"]         # 130 for Ctrl-C, as shells report it
     if stopping["why"] == "timeout" or (timeout and elapsed >= timeout and "timeout" in mpiexec_text.lower()):
         sys.stderr.write(f"dtrun: job stopped after {elapsed:.1f} s (--timeout {timeout:g}).\n")
         return 124
-    return report_failure(job, streams, mpiexec_text, rc, watch.first_dead, watch.lost_host)
+    # a rank that finished cleanly is not the one that failed, nor part of a lost host
+    first_dead = watch.first_dead if watch.first_dead not in job.done else None
+    lost = watch.lost_host if not any(job.hosts.get(r) == watch.lost_host for r in job.done) else None
+    return report_failure(job, streams, mpiexec_text, rc, first_dead, lost)
 
 
 FAILURE_GRACE_S = 3.0
@@ -547,6 +553,14 @@ def _lost_host(job, flat, first_dead, seen):
     if host and sum(1 for h in job.hosts.values() if h == host) >= 2:
         return host
     return None
+
+
+def _whole_hosts(job, ranks):
+    """The hosts of a multi-host job all of whose ranks are among `ranks`."""
+    hosts = set(job.hosts.values())
+    if len(hosts) < 2:
+        return []
+    return sorted(h for h in hosts if {r for r, x in job.hosts.items() if x == h} <= set(ranks))
 
 
 def report_unfinished(job, ranks, mpiexec_text, first_dead=None, lost_host=None):

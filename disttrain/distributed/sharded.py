@@ -457,7 +457,9 @@ class ShardedOptimizer:
         """A plain optimizer over the model's parameters with this one's rule and hyperparameters: what a
         checkpoint (written in the unsharded format) is validated against before `load_state_dict`."""
         from .. import optim
-        plain = optim.create(self.rule.name, self._params)
+        hp = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        plain = optim.create(self.rule.name, self._params, **{k: v for k, v in hp.items()
+                                                              if k in self.rule.defaults})
         plain.param_groups[0].clear()
         plain.param_groups[0].update(self.param_groups[0], params=list(self._params))
         return plain

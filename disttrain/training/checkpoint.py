@@ -318,7 +318,7 @@ def validate(path, loaded, module, optimizer, schedule, world_size, *, total_ste
     for r, row in enumerate(interval):
         # [loss_sum, batches, the task's stats...] (classification: correct, samples)
         if (not isinstance(row, list) or len(row) != interval_len or not all(_is_num(v) for v in row)
-                or not (float(row[1]).is_integer() and row[1] >= 0) or not all(v >= 0 for v in row[1:])):
+                or not (float(row[1]).is_integer() and row[1] >= 0)):
             fail(f"'interval' of rank {r} must be [loss_sum, batches, {interval_len - 2} task sums] (finite "
                  f"numbers, counts >= 0), got {row!r:.80}")
     for key in (k for k in meta if k.startswith("best_val_")):

@@ -596,6 +596,13 @@ def _cross_checks(sections, src, where, check_files):
         _fail(src("data", key), "data", key, text)
     if d["num_classes"] == 1:
         _fail(src("data", "num_classes"), "data", "num_classes", "must be 0 (take it from the labels) or >= 2, got 1.")
+    task, source_task = sections["task"]["name"], SOURCES[d["source"]].extras.get("task", "classification")
+    builtin = ("classification", "language_model", "regression")
+    if task in builtin and source_task in builtin and (task == "language_model") != (source_task == "language_model"):
+        _fail(src("task", "name"), "task", "name",
+              f"{_show(task)} does not fit [data] source {_show(d['source'])}, whose samples are "
+              + ("token blocks for a language model" if source_task == "language_model" else
+                 "(input, label or target) pairs") + f" (use {_show(source_task)}, or \"auto\").")
     dist = sections["distributed"]
     if dist["shard_optimizer"] and dist["comm_hook"] != "none":
         _fail(src("distributed", "comm_hook"), "distributed", "comm_hook",

@@ -67,14 +67,15 @@ def from_arrays(d, X, y, val, what, seed, dtype, integer_labels=True, keyed=Fals
     labels = f"{what} [y_key {d.y_key!r}]" if keyed else what
     if integer_labels:
         y = _check_labels(y, labels, len(X))
-    elif len(y) != len(X):
-        raise DataError(f"{labels}: {len(X)} input samples but {len(y)} targets")
+    else:
+        _check_targets(y, labels, len(X))
     if val is not None:
         xv, yv = np.asarray(val[0]), np.asarray(val[1])
         _check_inputs(xv, f"{what} (test split)", "test", allow_empty=True)
         if xv.shape[1:] != X.shape[1:]:
             raise DataError(f"{what}: test samples have shape {xv.shape[1:]}, training samples {X.shape[1:]}")
-        val = xv, (_check_labels(yv, f"{what} (test split)", len(xv)) if integer_labels else yv)
+        val = xv, (_check_labels(yv, f"{what} (test split)", len(xv)) if integer_labels
+                   else _check_targets(yv, f"{what} (test split)", len(xv)))
     if integer_labels:
         num_classes = _num_classes(d, y, val[1] if val is not None else y[:0], labels)
     if val is None:
@@ -272,6 +273,21 @@ def _check_inputs(X, what, split="", allow_empty=False):
             raise DataError(f"{name} hold {int(finite.size - np.count_nonzero(finite))} non-finite value(s) "
                             f"(NaN/inf) in {len(bad)} sample(s), the first at sample {int(bad[0])}; "
                             "clean or drop them")
+
+
+def _check_targets(y, what, n):
+    """Regression targets: numbers, one (or a fixed shape of) finite value(s) per input sample."""
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{what}: the targets have dtype {y.dtype}; they must be numbers")
+    if len(y) != n:
+        raise DataError(f"{what}: {n} input samples but {len(y)} targets")
+    if 0 in y.shape[1:]:
+        raise DataError(f"{what}: the targets have shape {y.shape}, which holds no value per sample")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        bad = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))
+        raise DataError(f"{what}: the targets hold non-finite value(s) (NaN/inf) in {len(bad)} sample(s), the "
+                        f"first at sample {int(bad[0])}; clean or drop them")
+    return y
 
 
 def _check_labels(y, what, n):

@@ -64,6 +64,8 @@ class Task:
         return ""
 
     def better(self, value, best):
+        if value is None or not math.isfinite(value):      # a NaN/inf metric is never the best
+            return False
         return best is None or (value > best if self.higher_is_better else value < best)
 
 

@@ -27,7 +27,7 @@ from . import checkpoint as ckpt
 from . import extensions as ext
 from .config import import_job_modules
 from .data import load_job_data
-from .metrics import MetricsWriter, truncate_after, write_json
+from .metrics import MetricsWriter, strict, truncate_after, write_json
 from .models import build_model
 from .nonfinite import NonFiniteGuard
 from .progress import Progress, resolve_mode
@@ -280,8 +280,8 @@ class Trainer:
         return {"model_name": self.cfg.model.name, "world_size": self.world, "epoch": self.step // self.spe,
                 "position_in_epoch": (self.step % self.spe) * self.cfg.train.grad_accum_steps,
                 "schedule": self.schedule.state_dict() if self.schedule is not None else None,
-                "interval": per_rank_interval, f"best_val_{self.task.primary}": self.best,
-                "last_eval": self.last_eval, "seed": self.seed,
+                "interval": per_rank_interval, f"best_val_{self.task.primary}": strict(self.best),
+                "last_eval": strict(self.last_eval), "seed": self.seed,
                 "wall_time_s": self.wall_before + time.perf_counter() - self.t_start,
                 "skipped_steps": self.guard.skipped}
 
