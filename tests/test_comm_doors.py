@@ -252,3 +252,22 @@ def test_powersgd_before_start_iter_is_a_plain_allreduce_and_counts_steps():
     powerSGD_hook(state, b).wait()                  # rank 1 of a rank-2 matrix: compressed, with an error
     assert state.iter == 4 and "w" in state.errors
     np.testing.assert_allclose(b.gradients()[0] + state.errors["w"], g, rtol=1e-12)   # one rank: share = g
+
+
+def test_bf16_kernel_matches_the_numpy_reference_bit_for_bit():
+    # the Numba kernel MPI calls for bf16 allreduces == wire16.bf16_sum_bits (decode, add, round even)
+    from disttrain.distributed.wire16 import bf16_sum_bits, to_bf16_bits
+    from disttrain.kernels.bits16 import bf16_add_into
+    rng = np.random.default_rng(3)
+    scale = rng.choice(np.array([1e-38, 1e-3, 1.0, 1e30, 3e38], np.float32), size=(2, 5003))
+    with np.errstate(over="ignore"):
+        x = rng.standard_normal((2, 5003)).astype(np.float32) * scale
+    x[:, :6] = [[np.nan, np.inf, -np.inf, 1.0, 3e38, 1.0], [1.0, 1.0, np.inf, 2.0 ** -8, 3e38, -1.0]]
+    a, b = to_bf16_bits(x[0]), to_bf16_bits(x[1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = bf16_sum_bits(a, b)
+    got = b.copy()
+    bf16_add_into(a, got)
+    np.testing.assert_array_equal(got, want)
+    first = (got[:3].astype(np.uint32) << 16).view(np.float32)
+    assert np.isnan(first[0]) and first[1] == np.inf and np.isnan(first[2])     # NaN + 1, inf + 1, inf - inf

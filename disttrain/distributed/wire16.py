@@ -64,10 +64,16 @@ def _user_op(MPI, fmt):
         if op is None:
             add = _SUM_BITS[fmt]
 
-            def reduce(invec, inoutvec, datatype):
-                # MPI's contract: inoutvec[i] = invec[i] (op) inoutvec[i], both uint16 here.
-                b = np.frombuffer(inoutvec, np.uint16)
-                b[...] = add(np.frombuffer(invec, np.uint16), b)
+            if fmt == "bf16":       # the Numba kernel: one pass, no temporaries (kernels/bits16.py)
+                from ..kernels.bits16 import bf16_add_into
+
+                def reduce(invec, inoutvec, datatype):
+                    bf16_add_into(np.frombuffer(invec, np.uint16), np.frombuffer(inoutvec, np.uint16))
+            else:
+                def reduce(invec, inoutvec, datatype):
+                    # MPI's contract: inoutvec[i] = invec[i] (op) inoutvec[i], both uint16 here.
+                    b = np.frombuffer(inoutvec, np.uint16)
+                    b[...] = add(np.frombuffer(invec, np.uint16), b)
 
             op = _user_ops[fmt] = MPI.Op.Create(reduce, commute=True)
         return op
