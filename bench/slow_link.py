@@ -73,6 +73,7 @@ def driver(names, rates):
                        BENCH_LINK_RATE=rate)
             argv = [sys.executable, "-m", "launch", "-n", "2", "--hosts", "h0:1,h1:1", "--launcher", "ssh",
                     "--launcher-exec", netns.NSEXEC, "--iface", "veth0", "--force-tcp", "--timeout", "1500",
+                    "--env", "GLOO_SOCKET_IFNAME=veth0", "--env", f"BENCH_LINK_RATE={rate}",
                     os.path.join(BENCH_DIR, "slow_link.py"), "--worker", *names]
             t0 = time.monotonic()
             p = hosts.run("h0", argv, env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=1600)
@@ -131,7 +132,7 @@ def _torch_phases(name, S, W, torch, master):
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook as psgd
     if not tdist.is_initialized():
         tdist.init_process_group("gloo", init_method=f"tcp://{master}", rank=S.RANK, world_size=S.SIZE,
-                                 timeout=datetime.timedelta(seconds=120))
+                                 timeout=datetime.timedelta(seconds=60))
     weights = W.state_arrays(W.dt_model(name))
     data = W.batches(name, rank=S.RANK)
     phases, states = {}, {}
@@ -148,6 +149,10 @@ def _torch_phases(name, S, W, torch, master):
         step, st, _ = W.torch_step(W.torch_model(name, torch, weights), data, torch, wrap=wrap)
         phases[f"torch-{label}"], states[f"torch-{label}"] = (step, "all"), st
     return phases, states
+
+
+def netns_master():
+    return "10.77.0.1"      # h0's veth address (tests/netns.py's SUBNET .1)
 
 
 def _loss(st):
@@ -173,7 +178,7 @@ def worker(names):
         torch_err = None
         if torch is not None:
             try:
-                tph, tst = _torch_phases(name, S, W, torch, "h0:29517")
+                tph, tst = _torch_phases(name, S, W, torch, f"{netns_master()}:29517")
                 phases.update(tph)
                 states.update(tst)
             except Exception as e:      # noqa: BLE001 -- the peer failing must not cost our figures
