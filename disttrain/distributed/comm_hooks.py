@@ -1,43 +1,54 @@
-"""Communication hooks: how one bucket's (pre-scaled) gradients are reduced across ranks.
+"""Communication hooks: how one bucket's gradients are reduced across ranks.
 
 A hook is ``hook(state, bucket) -> work`` where ``bucket`` is a `GradBucket`
 and ``work.wait()`` returns a flat array of ``bucket.buffer()``'s size and
 shape holding the reduced values in the bucket's dtype (the buffer itself
-for in-place hooks, as all the built-ins are). DDP has already multiplied
-every gradient by 1/world_size, so a hook only sums. Register one with
-``ddp_model.register_comm_hook(state, hook)``.
+for in-place hooks, as all the built-ins are). Register one with
+``ddp_model.register_comm_hook(state, hook)``, or by name: hooks are a
+registry (`register_comm_hook(name, factory, params)`) that configs read
+(``[distributed] comm_hook = "powersgd"`` with ``[distributed.comm_hook_args]``).
 
-Built-ins: `allreduce_hook` (default) and the compression hooks
-`fp16_compress_hook` and `bf16_compress_hook`: cast the (pre-divided, so the
-sum cannot overflow where the average does not) bucket to 16 bits, allreduce
-the 16-bit buffer, cast back. The sum is done in 16 bits at every step of
-MPI's reduction, as PyTorch's hooks over NCCL do, so traffic per rank is a
-float32 allreduce's halved, whatever the world size.
+The averaging contract (the one place it is written down)
+---------------------------------------------------------
+DDP multiplies every gradient by 1/world_size BEFORE the hook sees the
+bucket (in `DistributedDataParallel._copy_in`, as the gradient is copied
+into its bucket), so the bucket holds this rank's share of the average and
+**a hook only sums** over ranks: the sum of the shares is the average. Hooks
+never divide. Consequences: a 16-bit sum cannot overflow where the average
+does not; a hook that keeps state in gradient units (PowerSGD's error
+memory) keeps it in these pre-scaled units, i.e. for a rank's share ``x``
+and the reduced (averaged) result ``y`` the rank's residual is
+``x - y / world_size``. Exception: a `ShardedOptimizer` reduces the buckets
+itself and folds 1/world_size into its update; it cannot be combined with
+a comm hook.
 
-* fp16: MPICH's native ``MPIX_C_FLOAT16`` (mpi4py ``MPI.FLOAT16_T``) with
-  ``MPI.SUM``; where the MPI library lacks it, the same user-defined op
-  route as bf16 (float16 bit patterns as uint16).
-* bf16: MPI has no bfloat16 sum, so the bit patterns travel as uint16 under a
-  user-defined commutative op (`bf16_sum_bits`): decode to float32, add,
-  round back to bfloat16 nearest-even -- one correctly rounded 16-bit add.
+Built-ins (registry names): "allreduce" (`allreduce_hook`, the default),
+"fp16"/"bf16" (`fp16_compress_hook`/`bf16_compress_hook`: cast the bucket
+to 16 bits, sum in 16 bits over ranks with
+``comm.iallreduce(wire, "sum", wire_dtype=...)`` -- see wire16.py -- and
+cast back) and "powersgd" (`powersgd.powerSGD_hook`, rank-r compression).
 
-User-defined ops are created once per process (MPI_Op_create, on first use)
-and freed at interpreter exit while MPI is still up. MPI calls them from
-inside ``Test``/``Wait``, i.e. in whichever thread drives the request (the
-communication thread or the waiter); mpi4py re-takes the GIL for the call.
+A hook state with ``state_dict()``/``load_state_dict()`` (arrays by name,
+this rank's) is checkpointed by config jobs, every rank's, under
+``comm_hook/rank<r>/`` in the checkpoint.
 """
-import atexit
-import threading
+from dataclasses import dataclass
 
 import numpy as np
 
-from .communicator import DONE
+# The 16-bit machinery lives behind the Communicator now; these names stay importable from here.
+from .wire16 import to_bf16_bits, from_bf16_bits, bf16_sum_bits, fp16_sum_bits, native_fp16  # noqa: F401
 
 
 class GradBucket:
-    """What a comm hook sees: the flat buffer and which parameters it holds."""
+    """What a comm hook sees: the flat buffer and which parameters it holds.
 
-    def __init__(self, index, buffer, parameters, names, group, label, is_last):
+    ``gradients()``: one array per parameter, shaped like it, each a VIEW into
+    ``buffer()`` (writing one writes the buffer); ``offsets()``: where each
+    starts in the flat buffer; ``names``/``shapes()``: the parameters' names and shapes.
+    """
+
+    def __init__(self, index, buffer, parameters, names, group, label, is_last, views=None):
         self.index = index
         self._buffer = buffer
         self.parameters = parameters
@@ -45,9 +56,31 @@ class GradBucket:
         self.group = group
         self.label = label
         self._is_last = is_last
+        self._views = views
 
     def buffer(self):
         return self._buffer
+
+    def gradients(self):
+        if self._views is None:      # built without views: cut the flat buffer by the parameters' shapes
+            flat, out, off = self._buffer.reshape(-1), [], 0
+            for p in self.parameters:
+                shape = tuple(np.shape(getattr(p, "data", p)))
+                n = int(np.prod(shape, dtype=np.int64))
+                out.append(flat[off:off + n].reshape(shape))
+                off += n
+            self._views = out
+        return list(self._views)
+
+    def offsets(self):
+        out, off = [], 0
+        for g in self.gradients():
+            out.append(off)
+            off += g.size
+        return out
+
+    def shapes(self):
+        return [g.shape for g in self.gradients()]
 
     def is_last(self):
         return self._is_last
@@ -64,95 +97,12 @@ def allreduce_hook(state, bucket):
     return bucket.group.engine.submit(bucket.label, lambda: comm.iallreduce(buf, "sum"), lambda: buf)
 
 
-# -- 16-bit formats -------------------------------------------------------------
-def to_bf16_bits(a):
-    """float -> bfloat16 bit patterns (uint16), rounding to nearest even."""
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-    rounded = u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
-    # NaN stays NaN (rounding could carry it into infinity).
-    rounded = np.where((u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000), u | np.uint32(0x00400000), rounded)
-    return (rounded >> np.uint32(16)).astype(np.uint16)
-
-
-def from_bf16_bits(bits):
-    return (np.asarray(bits, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
-
-
-def bf16_sum_bits(a, b):
-    """Elementwise bfloat16 sum of two uint16 bit-pattern arrays, rounded to nearest even.
-
-    A float32 add of two bfloat16 values followed by one rounding equals the
-    correctly rounded bfloat16 sum (float32 holds more than 2x8+2 bits).
-    """
-    with np.errstate(over="ignore"):      # overflow gives inf, as MPI's float sums do
-        return to_bf16_bits(from_bf16_bits(a) + from_bf16_bits(b))
-
-
-def fp16_sum_bits(a, b):
-    """Elementwise float16 sum of two uint16 arrays holding float16 bit patterns."""
-    with np.errstate(over="ignore"):
-        return (a.view(np.float16) + b.view(np.float16)).view(np.uint16)
-
-
-_SUM_BITS = {"fp16": fp16_sum_bits, "bf16": bf16_sum_bits}
-_user_ops = {}                  # fmt -> MPI.Op, created once per process
-_user_ops_lock = threading.Lock()
-
-
-def _user_op(MPI, fmt):
-    with _user_ops_lock:
-        op = _user_ops.get(fmt)
-        if op is None:
-            add = _SUM_BITS[fmt]
-
-            def reduce(invec, inoutvec, datatype):
-                # MPI's contract: inoutvec[i] = invec[i] (op) inoutvec[i], both uint16 here.
-                b = np.frombuffer(inoutvec, np.uint16)
-                b[...] = add(np.frombuffer(invec, np.uint16), b)
-
-            op = _user_ops[fmt] = MPI.Op.Create(reduce, commute=True)
-        return op
-
-
-@atexit.register
-def _free_user_ops():
-    # Registered at import, before dist.init() registers the engine's close:
-    # atexit runs this after the communication thread has stopped, and before
-    # mpi4py finalizes MPI.
-    import sys
-    MPI = sys.modules.get("mpi4py.MPI")
-    with _user_ops_lock:
-        ops = list(_user_ops.values())
-        _user_ops.clear()
-    if MPI is None or MPI.Is_finalized():
-        return
-    for op in ops:
-        op.Free()
-
-
-def native_fp16(comm):
-    """True when ``comm`` sums float16 natively (MPICH's MPIX_C_FLOAT16)."""
-    MPI = getattr(comm, "MPI", None)
-    dt = getattr(MPI, "FLOAT16_T", None)
-    return dt is not None and dt != MPI.DATATYPE_NULL and dt.Get_size() == 2
-
-
 def iallreduce_16bit(comm, wire, fmt, native=None):
     """Start an in-place sum over ranks of ``wire``: uint16 bit patterns of ``fmt``
-    ("fp16" or "bf16"; fp16 may also be a float16 array). Returns a request.
-
-    ``native`` (fp16 only): use MPI's float16 type (default: when available)
-    rather than the user-defined op.
-    """
-    if fmt not in _SUM_BITS:
-        raise ValueError(f"iallreduce_16bit: unknown format {fmt!r}; expected 'fp16' or 'bf16'")
-    if comm.size == 1 or wire.size == 0:
-        return DONE
-    MPI = comm.MPI
-    bits = wire.view(np.uint16)
-    if fmt == "fp16" and (native_fp16(comm) if native is None else native):
-        return comm.comm.Iallreduce(MPI.IN_PLACE, [bits, MPI.FLOAT16_T], MPI.SUM)
-    return comm.comm.Iallreduce(MPI.IN_PLACE, [bits, MPI.UINT16_T], _user_op(MPI, fmt))
+    ("fp16" or "bf16"). Kept for callers of the old API: ``comm.iallreduce(wire, "sum", wire_dtype=fmt)``."""
+    if native is None or comm.size == 1:      # ``native`` picks MPI's route; one process has none
+        return comm.iallreduce(wire, "sum", wire_dtype=fmt)
+    return comm.iallreduce(wire, "sum", wire_dtype=fmt, native=native)
 
 
 def _compressed(bucket, fmt, encode, decode):
@@ -163,7 +113,7 @@ def _compressed(bucket, fmt, encode, decode):
     def start():
         # Encoding runs in the communication thread (when there is one), off backward's path.
         box["wire"] = wire = np.ascontiguousarray(encode(buf))
-        return iallreduce_16bit(group.comm, wire, fmt)
+        return group.comm.iallreduce(wire, "sum", wire_dtype=fmt)
 
     def finish():
         buf[...] = decode(box.pop("wire"))
@@ -189,3 +139,60 @@ def bf16_compress_hook(state, bucket):
     (relative rounding error up to 2**-9 per add).
     """
     return _compressed(bucket, "bf16", to_bf16_bits, from_bf16_bits)
+
+
+# -- the registry that configs read ------------------------------------------------------------
+@dataclass(frozen=True)
+class HookParam:
+    """One parameter of a registered hook (a key of ``[distributed.comm_hook_args]``)."""
+    name: str
+    type: str            # "int", "float", "bool" or "str"
+    default: object
+    doc: str
+    low: float = None    # inclusive
+    high: float = None
+
+
+@dataclass(frozen=True)
+class HookEntry:
+    factory: object      # factory(**args) -> (state, hook)
+    params: tuple = ()
+    doc: str = ""
+
+
+COMM_HOOKS = {}
+
+
+def register_comm_hook(name, factory, params=(), doc=""):
+    """Register ``factory(**args) -> (state, hook)`` under ``name``; ``params`` (`HookParam`s) are
+    the keyword arguments it takes, i.e. the keys of ``[distributed.comm_hook_args]``."""
+    if not isinstance(name, str) or not name or name == "none":
+        raise ValueError(f"register_comm_hook: name must be a non-empty string other than 'none', got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"register_comm_hook: factory for {name!r} must be callable, got {type(factory).__name__}")
+    COMM_HOOKS[name] = HookEntry(factory, tuple(params), doc)
+    return factory
+
+
+def registered_comm_hooks():
+    return sorted(COMM_HOOKS)
+
+
+def create_comm_hook(name, **args):
+    """``(state, hook)`` of the hook registered as ``name``, built with ``args`` (defaults filled in)."""
+    entry = COMM_HOOKS.get(name)
+    if entry is None:
+        raise ValueError(f"unknown comm hook {name!r}; registered: {', '.join(registered_comm_hooks())}")
+    known = {p.name for p in entry.params}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise TypeError(f"comm hook {name!r} takes no argument(s) {', '.join(unknown)}; it takes: "
+                        f"{', '.join(sorted(known)) or 'none'}")
+    full = {p.name: p.default for p in entry.params}
+    full.update(args)
+    return entry.factory(**full)
+
+
+register_comm_hook("allreduce", lambda: (None, allreduce_hook), doc="Plain sum over ranks (the default).")
+register_comm_hook("fp16", lambda: (None, fp16_compress_hook), doc="float16 on the wire, summed in float16.")
+register_comm_hook("bf16", lambda: (None, bf16_compress_hook), doc="bfloat16 on the wire, summed in bfloat16.")

@@ -12,6 +12,8 @@ import socket
 
 import numpy as np
 
+from . import wire16
+
 OPS = ("sum", "avg", "max", "min")
 
 
@@ -50,7 +52,10 @@ class Communicator:
 
     # Collectives: each starts the operation and returns a request. Buffers
     # are C-contiguous numpy arrays that must stay alive until completion.
-    def iallreduce(self, buf, op):            # in place; op in sum/max/min (avg is sum + scale)
+    def iallreduce(self, buf, op, wire_dtype=None):
+        """In place; op in sum/max/min (avg is sum + scale). ``wire_dtype`` "fp16"/"bf16": ``buf``
+        holds 16-bit bit patterns of that format (uint16; float16 also for fp16) and the sum is
+        done in that format at every step of the reduction (see wire16.py)."""
         raise NotImplementedError
 
     def ibcast(self, buf, root):
@@ -85,7 +90,9 @@ class SingleProcessCommunicator(Communicator):
     def __init__(self):
         self.hosts = [socket.gethostname()]
 
-    def iallreduce(self, buf, op):
+    def iallreduce(self, buf, op, wire_dtype=None):
+        if wire_dtype is not None:
+            wire16.check_wire_dtype(wire_dtype, buf)
         return DONE
 
     def ibcast(self, buf, root):
@@ -154,7 +161,17 @@ class MPICommunicator(Communicator):
         base.Allgather(mine, table)
         return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in table]
 
-    def iallreduce(self, buf, op):
+    def iallreduce(self, buf, op, wire_dtype=None, *, native=None):
+        """``native`` (fp16 only): sum with MPI's float16 type (default: where the library has one)
+        rather than the user-defined op."""
+        if wire_dtype is not None:
+            wire16.check_wire_dtype(wire_dtype, buf)
+            if op != "sum":
+                raise ValueError(f"iallreduce: wire_dtype {wire_dtype!r} supports op 'sum' only, got {op!r}")
+            if buf.size == 0:
+                return DONE
+            native = wire16.native_fp16(self) if native is None else native
+            return wire16.iallreduce_16bit(self.MPI, self.comm, buf, wire_dtype, native)
         if buf.size == 0:
             return DONE
         return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, self._ops[op])

@@ -165,12 +165,18 @@ class DistributedDataParallel:
             self._require_sync = old
 
     def register_comm_hook(self, state, hook):
-        """Use ``hook(state, bucket) -> work`` to reduce every bucket (see comm_hooks)."""
+        """Use ``hook(state, bucket) -> work`` to reduce every bucket (see comm_hooks, which also
+        states the averaging contract: gradients arrive pre-scaled by 1/world_size, hooks sum)."""
         if not callable(hook):
             raise TypeError(f"register_comm_hook: hook must be callable, got {type(hook).__name__}")
         if self._active is not None and self._active is current_pass():
             raise RuntimeError("register_comm_hook cannot be called during a backward pass")
         self._hook_state, self._hook = state, hook
+
+    @property
+    def comm_hook_state(self):
+        """The registered comm hook's state (None for the default allreduce)."""
+        return self._hook_state
 
     def trace_optimizer(self, optimizer):
         """Record ``optimizer.step()`` calls in the timeline (no-op without one); returns the optimizer."""
@@ -362,7 +368,8 @@ class DistributedDataParallel:
             b = bl[self._next_launch]
             gb = GradBucket(b.index, b.buffer, [self._params[i] for i in b.indices],
                             [self._names[i] for i in b.indices], self.group,
-                            f"allreduce bucket {b.index} of {nb} (step {self._step})", b.index == nb - 1)
+                            f"allreduce bucket {b.index} of {nb} (step {self._step})", b.index == nb - 1,
+                            views=list(b.views))
             b.work = self._hook(self._hook_state, gb)
             self._next_launch += 1
 

@@ -6,6 +6,10 @@ in the environment, or an already initialised mpi4py with size > 1) and a
 single-process group otherwise, so ``python train.py`` runs unchanged (mpi4py
 is not even imported then). In an MPI job it also limits BLAS/Numba threads
 per rank, installs abort-on-error and starts the communication thread.
+
+Backends are a registry: ``register_backend(name, factory)`` adds a transport,
+``factory()`` returning a `communicator.Communicator`; "mpi" and "single" are
+registered here, and ``init(backend=name)`` / ``DISTTRAIN_BACKEND`` pick one.
 """
 import atexit
 import os
@@ -19,6 +23,25 @@ from . import abort as _abort
 from . import threads as _threads
 
 PROGRESS_MODES = ("thread", "hooks")
+_BACKENDS = {}       # name -> factory() -> Communicator
+
+
+def register_backend(name, factory):
+    """Make ``init(backend=name)`` use ``factory()`` (a `Communicator`) for the process group."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_backend: name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"register_backend: factory for {name!r} must be callable, got {type(factory).__name__}")
+    _BACKENDS[name] = factory
+    return factory
+
+
+def registered_backends():
+    return sorted(_BACKENDS)
+
+
+register_backend("mpi", MPICommunicator)
+register_backend("single", SingleProcessCommunicator)
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 _group = None
 
@@ -65,7 +88,8 @@ def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default"
          limit_threads=True, abort_on_error=True, check_collectives=None):
     """Initialise the default process group (idempotent: a second call returns the first group).
 
-    backend: ``"mpi"``, ``"single"`` or None (detect). progress: ``"thread"``
+    backend: a registered backend (``"mpi"``, ``"single"``, or one added by
+    `register_backend`) or None (detect: "mpi" under an MPI launcher). progress: ``"thread"``
     (a communication thread drives MPI; default when MPI_THREAD_MULTIPLE is
     available) or ``"hooks"`` (Test() from gradient hooks); env
     DISTTRAIN_PROGRESS. wait_mode: ``"auto"``/``"spin"``/``"sleep"``; env
@@ -82,9 +106,11 @@ def init(backend=None, *, progress=None, wait_mode=None, stall_timeout="default"
         return _group
     if backend is None:
         backend = os.environ.get("DISTTRAIN_BACKEND") or ("mpi" if _launched_by_mpi() else "single")
-    if backend not in ("mpi", "single"):
-        raise ValueError(f"dist.init: unknown backend {backend!r}; expected 'mpi' or 'single'")
-    comm = MPICommunicator() if backend == "mpi" else SingleProcessCommunicator()
+    factory = _BACKENDS.get(backend)
+    if factory is None:
+        raise ValueError(f"dist.init: unknown backend {backend!r}; registered backends: "
+                         f"{', '.join(registered_backends())} (add one with dist.register_backend(name, factory))")
+    comm = factory()
 
     progress = progress or os.environ.get("DISTTRAIN_PROGRESS") or "thread"
     if progress not in PROGRESS_MODES:

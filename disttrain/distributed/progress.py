@@ -55,11 +55,12 @@ _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 class Work:
     """Handle of one started (or queued) communication; ``wait()`` returns its result."""
 
-    __slots__ = ("engine", "label", "seq", "desc", "_start", "_finish", "_reqs", "_done",
+    __slots__ = ("engine", "label", "seq", "desc", "_start", "_finish", "_reqs", "_done", "after",
                  "result", "error", "t_submit", "t_start", "t_end")
 
-    def __init__(self, engine, label, start, finish, desc=None):
+    def __init__(self, engine, label, start, finish, desc=None, after=None):
         self.engine = engine
+        self.after = after      # a Work that must complete before this one starts (see then())
         self.label = label
         self.desc = desc        # collective_check.descriptor(...) or None
         self.seq = -1
@@ -83,6 +84,20 @@ class Work:
         if self.error is not None:
             raise self.error
         return self.result
+
+    def then(self, start, finish=None, label=None, desc=None):
+        """Continue with another collective once this one completes; returns its `Work`.
+
+        ``start(result)`` (this work's result) starts the next operation and returns its
+        request(s); ``finish()`` gives the new work's result after it completes. The new work
+        takes its place in the submission order NOW, so its start keeps the same position
+        relative to every other collective on every rank (MPI's ordering rule): operations
+        submitted after it queue behind it until it has started. If this work fails, the new
+        one fails with the same error without starting.
+        """
+        prev = self
+        return self.engine.submit(label or f"{self.label} (then)", lambda: start(prev.result), finish,
+                                  desc=desc, after=self)
 
     def __repr__(self):
         state = "done" if self._done else "pending"
@@ -149,7 +164,7 @@ class ProgressEngine:
             self._thread.start()
 
     # -- submission ---------------------------------------------------------
-    def submit(self, label, start, finish=None, start_in_thread=False, desc=None):
+    def submit(self, label, start, finish=None, start_in_thread=False, desc=None, after=None):
         """``start()`` -> request(s) is called in submission order; ``finish()`` -> result after completion.
 
         The operation starts now, in this thread, unless ``start_in_thread`` asks
@@ -157,24 +172,29 @@ class ProgressEngine:
         ``desc`` (`collective_check.descriptor`) says what the collective is, for
         the collective check and the stall detector. With the check on, the
         submitting thread first verifies it across ranks (a blocking allgather
-        through this engine, so it keeps its place in the order).
+        through this engine, so it keeps its place in the order). ``after``: a
+        Work that must complete before this one starts (`Work.then`); until
+        then this one and every later submission wait in the start queue,
+        which whoever drives the engine (thread, ``progress()``, ``wait()``) runs.
         """
         checker = self.checker
         if checker is not None and checker.wants(self._submitted):
             checker.check(self, self._seq + 1, desc, label)    # the check itself takes seq _seq
         self._submitted += 1
-        return self.submit_unchecked(label, start, finish, start_in_thread, desc)
+        return self.submit_unchecked(label, start, finish, start_in_thread, desc, after)
 
-    def submit_unchecked(self, label, start, finish=None, start_in_thread=False, desc=None):
-        w = Work(self, label, start, finish, desc)
+    def submit_unchecked(self, label, start, finish=None, start_in_thread=False, desc=None, after=None):
+        w = Work(self, label, start, finish, desc, after)
         w.t_submit = time.perf_counter()
         queued = False
         with self._lock:
             w.seq = self._seq
             self._seq += 1
-            if self.threaded and (start_in_thread or self._unstarted):
+            if self._unstarted or (after is not None and not after._done) or (self.threaded and start_in_thread):
                 self._unstarted.append(w)
-                queued = True
+                queued = self.threaded
+            elif after is not None and after.error is not None:
+                self._fail(w, after.error)      # the chain stops at the first failure
             elif self._begin_safely(w):
                 self._inflight.append(w)
         if queued:
@@ -217,13 +237,20 @@ class ProgressEngine:
 
     # -- driving the requests ------------------------------------------------
     def _start_queued(self):
-        """Run the starts left to the communication thread, in order."""
+        """Run the queued starts, in order, up to the first whose predecessor (``after``) is unfinished."""
         while True:
             with self._lock:
                 if not self._unstarted:
                     return
                 w = self._unstarted[0]      # stays first until started: later submits queue behind
-            ok = self._begin_safely(w)      # unlocked: a long encode must not block submit()
+            after = w.after
+            if after is not None and not after._done:
+                return
+            if after is not None and after.error is not None:
+                self._fail(w, after.error)
+                ok = False
+            else:
+                ok = self._begin_safely(w)  # unlocked: a long encode must not block submit()
             with self._lock:
                 self._unstarted.popleft()
                 if ok:
@@ -247,7 +274,10 @@ class ProgressEngine:
             self._complete(w)
 
     def _drive_once(self, blocking_s=None):
-        """Test the in-flight operations once, unless another thread is doing so."""
+        """Test the in-flight operations once, unless another thread is doing so (without a
+        communication thread, also start what the queue holds once its predecessor is done)."""
+        if not self.threaded and self._unstarted:
+            self._start_queued()
         if not self._inflight:
             return
         got = self._drive.acquire(True, blocking_s) if blocking_s else self._drive.acquire(False)
@@ -256,6 +286,8 @@ class ProgressEngine:
                 self._test_inflight()
             finally:
                 self._drive.release()
+            if not self.threaded and self._unstarted:
+                self._start_queued()
 
     def _drive_blocking(self):
         """Complete the first in-flight operation inside MPI's Wait (GIL released: a
@@ -278,7 +310,7 @@ class ProgressEngine:
         if self.threaded:
             if self._inflight or self._unstarted:
                 self._wake.set()
-        elif self._inflight:
+        elif self._inflight or self._unstarted:
             self._drive_once()
 
     # -- the communication thread ---------------------------------------------

@@ -124,8 +124,14 @@ def model_signature(module):
 
 
 # -- save / load ------------------------------------------------------------------------------
-def save(directory, step, module, optimizer, meta, keep_last=None):
+HOOK_PREFIX = "comm_hook/"      # arrays of the comm hook's state: comm_hook/rank<r>/<name>
+
+
+def save(directory, step, module, optimizer, meta, keep_last=None, hook_arrays=None):
     """Write the checkpoint for `step` atomically; drop all but the newest `keep_last`.
+
+    `hook_arrays`: the comm hook's state, {"rank<r>/<name>": array} of every rank, stored under
+    ``comm_hook/`` (`read` hands them back as ``meta["comm_hook_arrays"]``).
 
     Refuses (NonFiniteError, nothing written, nothing deleted) when a parameter, buffer or optimizer
     state holds NaN/inf; an OS error (disk full, read-only, checkpoints/ not a directory) becomes a
@@ -135,6 +141,8 @@ def save(directory, step, module, optimizer, meta, keep_last=None):
     for name, value in module.state_dict().items():
         arrays[f"model/{name}"] = _np(value)
     skeleton = _flatten(optimizer.state_dict(), "optim", arrays)
+    for name, value in (hook_arrays or {}).items():
+        arrays[HOOK_PREFIX + name] = np.asarray(value)
     check_state_finite(arrays, step)
     meta = dict(meta, format=FORMAT, step=int(step), optimizer=skeleton, model_signature=model_signature(module))
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
@@ -207,6 +215,8 @@ def read(path, data=None):
         detail = f"missing array {exc}" if isinstance(exc, KeyError) else str(exc)
         raise CheckpointError(f"checkpoint {path} is not a disttrain checkpoint or is damaged ({detail})") from None
     model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    # in memory only (never written as meta): the comm hook's arrays, "rank<r>/<name>" -> array
+    meta["comm_hook_arrays"] = {k[len(HOOK_PREFIX):]: v for k, v in arrays.items() if k.startswith(HOOK_PREFIX)}
     return model, optim_state, meta
 
 

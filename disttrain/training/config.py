@@ -29,7 +29,7 @@ REQUIRED = object()
 @dataclass(frozen=True)
 class Key:
     name: str
-    type: str            # int, float, bool, str, list[int], list[str], list[float], number-or-list
+    type: str            # int, float, bool, str, list[int], list[str], list[float], number-or-list, table
     default: object
     doc: str
     low: float = None    # inclusive unless low_open
@@ -106,8 +106,11 @@ SCHEMA = {
     "distributed": [
         _key("bucket_cap_mb", "float", 25.0, "Gradient bucket size in MiB for the overlapped allreduce.",
              low=0.0, low_open=True),
-        _key("comm_hook", "str", "none", "Gradient compression for the allreduce: none, fp16 or bf16.",
-             choices=("none", "fp16", "bf16")),
+        _key("comm_hook", "str", "none", "How gradient buckets are reduced: none (plain allreduce), fp16, bf16, "
+             "powersgd, or a hook registered with dist.register_comm_hook (by job.imports)."),
+        _key("comm_hook_args", "table", {}, "The comm hook's parameters, a [distributed.comm_hook_args] table "
+             "(powersgd: matrix_approximation_rank, start_powerSGD_iter, min_compression_rate, use_error_feedback, "
+             "warm_start, orthogonalization_epsilon, random_seed)."),
         _key("timeline", "bool", False, "Write a Chrome-trace timeline per rank to <run_dir>/timeline/."),
         _key("stall_timeout", "float", 60.0, "Seconds a collective may wait before the stall detector reports "
              "(and, with stall_abort, aborts the job).", low=0.0, low_open=True),
@@ -168,7 +171,8 @@ class Section:
         return self._values.get(key, default)
 
     def as_dict(self):
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._values.items() if k in self._shown}
+        return {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                for k, v in self._values.items() if k in self._shown}
 
     def __repr__(self):
         return f"[{self._name}] {self._values}"
@@ -241,6 +245,11 @@ def _check_type(where, section, k, value):
     elif t == "str":
         if not isinstance(value, str):
             bad = "a string (in quotes)"
+    elif t == "table":
+        if not isinstance(value, dict):
+            bad = f"a table ([{section}.{k.name}])"
+        else:
+            value = dict(value)
     elif t.startswith("list["):
         inner = t[5:-1]
         ok = isinstance(value, list) and all(
@@ -271,12 +280,15 @@ def _check_type(where, section, k, value):
 
 
 def _parse_override(item):
-    """'a.b=value' -> ('a', 'b', value); value in TOML syntax, or a bare word taken as a string."""
+    """'a.b=value' -> ('a', 'b', value); 'a.t.b=value' (a key of table t, e.g.
+    distributed.comm_hook_args.matrix_approximation_rank) -> ('a', 't.b', value); value in TOML
+    syntax, or a bare word taken as a string."""
     where = f"--set {item}" if item.isprintable() else f"--set {item!r}"
     path, sep, text = item.partition("=")
     parts = path.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
-        raise ConfigError(f"{where}: expected SECTION.KEY=VALUE (e.g. --set optimizer.lr=0.05). Nothing was started.")
+    if not sep or len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(f"{where}: expected SECTION.KEY=VALUE (e.g. --set optimizer.lr=0.05) or "
+                          "SECTION.TABLE.KEY=VALUE. Nothing was started.")
     text = text.strip()
     try:
         value = tomllib.loads(f"v = {text}")["v"]
@@ -285,7 +297,7 @@ def _parse_override(item):
             raise ConfigError(f"{where}: {text!r} is not a TOML value (strings may be bare words or quoted). "
                               "Nothing was started.") from None
         value = text
-    return parts[0], parts[1], value, where
+    return parts[0], ".".join(parts[1:]), value, where
 
 
 def read_config_bytes(path):
@@ -340,7 +352,15 @@ def load_config(path, overrides=(), check_files=True, unset=(), data=None):
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):
             _fail(w, section, None, "is not a table in the config file.")
-        table[key] = value
+        sub, dot, leaf = key.partition(".")
+        if dot:     # a key of a table inside the section
+            inner = table.setdefault(sub, {})
+            if not isinstance(inner, dict):
+                _fail(w, section, sub, f"is {_type_name(inner)} in the config file, not a table; cannot set "
+                      f"{leaf!r} in it.")
+            inner[leaf] = value
+        else:
+            table[key] = value
         origins[(section, key)] = w
     return validate(raw, where, origins, check_files=check_files)
 
@@ -604,6 +624,7 @@ def _cross_checks(sections, src, where, check_files):
               + ("token blocks for a language model" if source_task == "language_model" else
                  "(input, label or target) pairs") + f" (use {_show(source_task)}, or \"auto\").")
     dist = sections["distributed"]
+    dist["comm_hook_args"] = _comm_hook_args(dist, src)
     if dist["shard_optimizer"] and dist["comm_hook"] != "none":
         _fail(src("distributed", "comm_hook"), "distributed", "comm_hook",
               f"{_show(dist['comm_hook'])} cannot be combined with shard_optimizer = true (the sharded optimizer "
@@ -634,6 +655,31 @@ def _cross_checks(sections, src, where, check_files):
         _fail(src("model", key), "model", key, text)
 
 
+def _comm_hook_args(dist, src):
+    """[distributed] comm_hook checked against the comm-hook registry, and its
+    [distributed.comm_hook_args] checked against the hook's parameters (defaults filled in)."""
+    from ..distributed import comm_hooks
+    name = dist["comm_hook"]
+    known = ["none"] + list(comm_hooks.COMM_HOOKS)
+    if name not in known:
+        _fail(src("distributed", "comm_hook"), "distributed", "comm_hook",
+              f"must be one of {', '.join(map(_show, known))}, got {_show(name)} (hooks registered by your own "
+              "module with dist.register_comm_hook are known when [job] imports names it).", _suggest(name, known))
+    params = comm_hooks.COMM_HOOKS[name].params if name != "none" else ()
+    keys = {p.name: Key(p.name, p.type, p.default, p.doc, low=p.low, high=p.high) for p in params}
+    section = "distributed.comm_hook_args"
+    out = {}
+    for key, value in dist["comm_hook_args"].items():
+        where = src("distributed", f"comm_hook_args.{key}")     # the --set that gave it, else the file
+        if key not in keys:
+            takes = f"it takes {', '.join(sorted(keys))}" if keys else "it takes no parameters"
+            _fail(where, section, key, f"unknown parameter of comm hook {_show(name)}; {takes}.", _suggest(key, keys))
+        out[key] = _check_type(where, section, keys[key], value)
+    for k in keys.values():
+        out.setdefault(k.name, k.default)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # TOML basic strings: backslash, quote and control characters must be escaped.
 _TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
@@ -651,7 +697,14 @@ def _toml_value(v):
         return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):     # an inline table
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return str(v)
+
+
+def _toml_key(key):
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else _toml_value(key)
 
 
 def dump_toml(cfg):

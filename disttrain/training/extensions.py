@@ -197,9 +197,10 @@ class Checkpointer(Extension):
         trainer.guard.check_interval_sums(step, per_rank_interval, trainer.lr)
         if trainer.cfg.distributed.shard_optimizer:
             trainer.optimizer.consolidate_state_dict(to=0)  # every rank sends its slices to rank 0
+        hook_arrays = trainer.comm_hook_arrays()            # every rank's comm-hook state (PowerSGD's memories)
         if trainer.is_main:
             ckpt.save(trainer.ckpt_dir, step, trainer.model, trainer.optimizer,
-                      trainer.checkpoint_meta(per_rank_interval), keep_last=self.keep_last)
+                      trainer.checkpoint_meta(per_rank_interval), keep_last=self.keep_last, hook_arrays=hook_arrays)
 
 
 class TimelineWriter(Extension):

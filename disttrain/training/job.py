@@ -128,9 +128,13 @@ def preflight(cfg, run_dir, resume, world_size):
             path = ckpt.latest(os.path.join(run_dir, "checkpoints"))
             reference = opt.state_dict()
             schedule = build_schedule(cfg, opt, steps_plan(cfg.train, n_train, world_size)[1])
+            hook_state = None       # the comm hook's state (PowerSGD's memories): rank 0's is checked here
+            if cfg.distributed.comm_hook != "none":
+                from ..distributed.comm_hooks import create_comm_hook
+                hook_state = create_comm_hook(cfg.distributed.comm_hook, **cfg.distributed.comm_hook_args)[0]
             load_and_validate(path, ckpt.read_bytes(path), model, opt, schedule, world_size, cfg,
                               n_train, reference_optim_state=reference,
-                              interval_len=2 + task.n_stats)
+                              interval_len=2 + task.n_stats, hook_state=hook_state)
     except _user_errors() as exc:
         raise ConfigError(_paragraph(cfg, str(exc))) from None
 

@@ -103,9 +103,10 @@ def read_newest(ckpt_dir):
 
 
 def load_and_validate(path, data, model, optimizer, schedule, world_size, cfg, n_train, reference_optim_state=None,
-                      interval_len=4):
-    """Read, validate completely and only then load the checkpoint into model/optimizer/schedule.
-    Returns the checkpoint's meta. Raises CheckpointError before anything is changed."""
+                      interval_len=4, hook_state=None, rank=0):
+    """Read, validate completely and only then load the checkpoint into model/optimizer/schedule (and
+    `hook_state`, a comm hook's state with ``load_state_dict``: this rank's arrays). Returns the
+    checkpoint's meta. Raises CheckpointError before anything is changed."""
     loaded = ckpt.read(path, data)
     spe, total = steps_plan(cfg.train, n_train, world_size)
     view = getattr(optimizer, "validation_view", None)     # a sharded optimizer: check the unsharded format
@@ -113,6 +114,7 @@ def load_and_validate(path, data, model, optimizer, schedule, world_size, cfg, n
                   steps_per_epoch=spe,                  grad_accum_steps=cfg.train.grad_accum_steps, seed=cfg.train.seed, model_name=cfg.model.name,
                   reference_optim_state=reference_optim_state, interval_len=interval_len)
     arrays, optim_state, meta = loaded
+    load_hook_state(path, meta, hook_state, rank, model)
     try:
         model.load_state_dict(arrays)
         optimizer.load_state_dict(optim_state)
@@ -123,13 +125,37 @@ def load_and_validate(path, data, model, optimizer, schedule, world_size, cfg, n
     return meta
 
 
-def restore(ckpt_dir, model, optimizer, schedule, world_size, cfg, n_train, rank, interval_len=4):
+def load_hook_state(path, meta, hook_state, rank, model):
+    """Load this rank's comm-hook arrays into `hook_state` (which checks them all before it changes
+    anything), or CheckpointError: the checkpoint has none for a hook that keeps state, has some the
+    job's hook cannot take, or they do not fit the model."""
+    saved = meta.get("comm_hook_arrays") or {}
+    stateful = hook_state is not None and hasattr(hook_state, "load_state_dict")
+    if not stateful:
+        if saved:
+            raise ckpt.CheckpointError(f"checkpoint {path} holds comm hook state ({', '.join(sorted(saved)[:3])}) "
+                                       "but this job's comm hook keeps none")
+        return
+    prefix = f"rank{rank}/"
+    mine = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
+    if not mine:
+        raise ckpt.CheckpointError(f"checkpoint {path} holds no comm hook state for rank {rank} "
+                                   f"(comm_hook/{prefix}...); it was written without this job's comm hook")
+    shapes = {n: tuple(p.data.shape) for n, p in model.named_parameters()}
+    try:
+        hook_state.load_state_dict(mine, shapes=shapes)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ckpt.CheckpointError(f"checkpoint {path}: its comm hook state for rank {rank} cannot be used ({exc})") \
+            from None
+
+
+def restore(ckpt_dir, model, optimizer, schedule, world_size, cfg, n_train, rank, interval_len=4, hook_state=None):
     """The rank side of --resume: rank 0 reads the newest checkpoint, every rank validates the same
     bytes and loads them; only then does rank 0 clean up temporary files a killed save left.
     Returns the checkpoint's meta."""
     path, data = read_newest(ckpt_dir)
     meta = load_and_validate(path, data, model, optimizer, schedule, world_size, cfg, n_train,
-                             interval_len=interval_len)
+                             interval_len=interval_len, hook_state=hook_state, rank=rank)
     if rank == 0:
         ckpt.remove_stale_temps(ckpt_dir)
     return meta

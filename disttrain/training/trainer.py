@@ -18,6 +18,7 @@ on every rank at the same steps; rank 0 alone writes files, and never calls a co
 doing so.
 """
 import contextlib
+import io
 import os
 import time
 
@@ -67,10 +68,30 @@ def build_ddp(cfg, model, run_dir):
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=cfg.distributed.bucket_cap_mb,
                                        find_unused_parameters=cfg.distributed.find_unused_parameters,
                                        timeline=timeline)
-    if cfg.distributed.comm_hook != "none":
-        ddp.register_comm_hook(None, {"fp16": comm_hooks.fp16_compress_hook,
-                                      "bf16": comm_hooks.bf16_compress_hook}[cfg.distributed.comm_hook])
+    if cfg.distributed.comm_hook != "none":     # the registry's hook, with [distributed.comm_hook_args]
+        ddp.register_comm_hook(*comm_hooks.create_comm_hook(cfg.distributed.comm_hook,
+                                                            **cfg.distributed.comm_hook_args))
     return ddp, timeline
+
+
+def _gather_arrays(arrays, parse):
+    """Every rank's {name: array}, as a list by rank where `parse` (None elsewhere). Each rank's arrays
+    travel as .npz bytes through two allgathers (sizes, then the padded bytes): nothing is pickled."""
+    from .. import distributed as dist
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = np.frombuffer(buf.getvalue(), np.uint8)
+    sizes = dist.all_gather(np.array([data.size], np.int64))[:, 0]
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[:data.size] = data
+    every = dist.all_gather(padded)
+    if not parse:
+        return None
+    out = []
+    for r, n in enumerate(sizes):
+        with np.load(io.BytesIO(every[r, :int(n)].tobytes()), allow_pickle=False) as z:
+            out.append({k: z[k] for k in z.files})
+    return out
 
 
 class Interval:
@@ -126,6 +147,9 @@ class Trainer:
             from ..nn import SyncBatchNorm
             self.model = SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.ddp, self.timeline = build_ddp(cfg, self.model, run_dir)
+        # the config's comm hook's state (checkpointed when it has state_dict), taken before a sharded
+        # optimizer installs its own reduction
+        self.comm_hook_state = self.ddp.comm_hook_state if cfg.distributed.comm_hook != "none" else None
         self.optimizer = self.ddp.trace_optimizer(build_optimizer(cfg, self.model.parameters(), self.ddp))
         self._build_loader()
         self.schedule = build_schedule(cfg, self.optimizer, self.total)
@@ -266,7 +290,8 @@ class Trainer:
         # Rank 0 reads the newest checkpoint and broadcasts its bytes; every rank validates the same
         # bytes (so every rank reaches the same verdict) before anything is loaded.
         meta = restore(self.ckpt_dir, self.model, self.optimizer, self.schedule, self.world, self.cfg,
-                       self.n_train, self.rank, interval_len=2 + self.task.n_stats)
+                       self.n_train, self.rank, interval_len=2 + self.task.n_stats,
+                       hook_state=self.comm_hook_state)
         # Each rank continues its own partial sums of the logging interval the checkpoint fell in.
         self.step = int(meta["step"])
         self.interval = self.new_interval(meta["interval"][self.rank])
@@ -274,6 +299,17 @@ class Trainer:
         self.last_eval = meta.get("last_eval")
         self.wall_before = float(meta.get("wall_time_s", 0.0))
         self.guard.skipped = int(meta.get("skipped_steps", 0))
+
+    def comm_hook_arrays(self):
+        """Every rank's comm-hook state as {"rank<r>/<name>": array} on rank 0 (None elsewhere, and {} for
+        a hook without state). Collective: every rank calls it (the Checkpointer does, at every checkpoint)."""
+        state = self.comm_hook_state
+        if state is None or not hasattr(state, "state_dict"):
+            return {}
+        per_rank = _gather_arrays(state.state_dict(), self.is_main)
+        if per_rank is None:
+            return None
+        return {f"rank{r}/{k}": v for r, arrays in enumerate(per_rank) for k, v in arrays.items()}
 
     def checkpoint_meta(self, per_rank_interval):
         """What a checkpoint holds besides the model and optimizer (see `extensions.Checkpointer`)."""
