@@ -104,7 +104,28 @@ def driver(names, rates):
     os.makedirs(os.path.join(BENCH_DIR, "results"), exist_ok=True)
     with open(os.path.join(BENCH_DIR, "results", "slow_link.json"), "w") as f:
         json.dump(records, f, indent=1, sort_keys=True)
+    with open(os.path.join(BENCH_DIR, "results", "slow_link.md"), "w") as f:
+        f.write(table(records))
     return 0
+
+
+def table(records):
+    """The records as a Markdown table (every phase; 1rank is each row's baseline)."""
+    lines = ["| workload | link | variant | step ms | 1 rank alone ms (same launch) | efficiency | loss (fp32's) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        if r.get("status") != "ok":
+            lines.append(f"| {r.get('workload')} | {r.get('link')} | {r.get('launch', r.get('variant', ''))} | "
+                         f"**{r.get('status')}** | | | {str(r.get('reason'))[:160]} |")
+            continue
+        if r["variant"] == "1rank":
+            continue
+        eff = f"{r['efficiency']:.2f}" if "efficiency" in r else "-"
+        loss = "-" if r.get("loss") is None else f"{r['loss']:.4f}" + (
+            f" ({r['loss_fp32']:.4f})" if r.get("loss_fp32") is not None else "")
+        lines.append(f"| {r['workload']} | {r['link']} | {r['variant']} | {r['step_ms']:.1f} | "
+                     f"{r['t_1rank_ms']:.1f} | {eff} | {loss} |")
+    return "\n".join(lines) + "\n"
 
 
 # -- the ranks -------------------------------------------------------------------------------------
