@@ -14,8 +14,9 @@ phases take turns in rounds:
   raw-mpi      backward, one blocking mpi4py Allreduce of all gradients, step (no overlap);
   allreduce    just that one Allreduce of the gradient bytes over the link;
   torch-*      PyTorch DDP over gloo on the same link (GLOO_SOCKET_IFNAME=veth0): fp32, its
-               fp16_compress_hook and powerSGD_hook ranks 1/2/4 (default buckets), if torch imports;
-               a variant that raises is reported with its error and ends the torch phases.
+               fp16_compress_hook and powerSGD_hook ranks 1/2/4 (default buckets; rank 4 also with
+               one bucket), if torch imports. Each PowerSGD rank runs in a launch of its own (with its
+               own 1rank/nocomm baseline): gloo's failures abort the process, reported as "crashed".
 
 Efficiency = median 1rank step / median 2-rank step (the slowest rank's time per step). Also the
 loss after the timed steps of every variant (same start, same batches) against fp32's. Results:
@@ -37,7 +38,9 @@ TBF = ("burst", "256kb", "latency", "20ms")
 VARIANTS = [("fp32", None, {}), ("bf16", "bf16", {}),
             *[(f"powersgd-r{r}", "powersgd", {"matrix_approximation_rank": r, "start_powerSGD_iter": 2})
               for r in (1, 2, 4)]]
-TORCH_VARIANTS = ["fp32", "fp16", "powersgd-r1", "powersgd-r2", "powersgd-r4"]
+# PyTorch's variants, by launch: a gloo failure aborts the process (C++ terminate), so each PowerSGD
+# rank gets a launch of its own; "-1bucket" is DDP with bucket_cap_mb=100 (one bucket for MLP-A).
+TORCH_LAUNCHES = [["fp32", "fp16"], ["powersgd-r1"], ["powersgd-r2"], ["powersgd-r4"], ["powersgd-r4-1bucket"]]
 
 
 # -- the driver (root, outside MPI) ----------------------------------------------------------------
@@ -71,24 +74,29 @@ def driver(names, rates):
             env = hosts.env()
             env.update(PYTHONPATH=REPO_DIR + os.pathsep + env.get("PYTHONPATH", ""), GLOO_SOCKET_IFNAME="veth0",
                        BENCH_LINK_RATE=rate)
-            argv = [sys.executable, "-m", "launch", "-n", "2", "--hosts", "h0:1,h1:1", "--launcher", "ssh",
-                    "--launcher-exec", netns.NSEXEC, "--iface", "veth0", "--force-tcp", "--timeout", "1500",
-                    "--env", "GLOO_SOCKET_IFNAME=veth0", "--env", f"BENCH_LINK_RATE={rate}",
-                    os.path.join(BENCH_DIR, "slow_link.py"), "--worker", *names]
-            t0 = time.monotonic()
-            p = hosts.run("h0", argv, env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=1600)
-            rx1, tx1 = hosts.veth_bytes("h0")
-            sys.stderr.write(p.stderr[-3000:] if p.returncode else "")
-            got = common.parse_lines(p.stdout)
-            for r in got:
-                r.update(link=rate, veth_rx_MB=(rx1 - rx0) / 1e6, veth_tx_MB=(tx1 - tx0) / 1e6)
-                emit(r)
-            if p.returncode:
-                emit(dict(workload="I", link=rate, status="error", rc=p.returncode,
-                          reason=(p.stdout + p.stderr)[-800:]))
-            print(f"# link {rate}: {time.monotonic() - t0:.0f} s, veth h0 rx {(rx1 - rx0) / 1e6:.0f} MB "
-                  f"tx {(tx1 - tx0) / 1e6:.0f} MB", flush=True)
-            records += got
+            launches = [["--dt", "--torch", ",".join(TORCH_LAUNCHES[0])]]
+            if not os.environ.get("BENCH_NO_TORCH"):
+                launches += [["--torch", ",".join(v)] for v in TORCH_LAUNCHES[1:]]
+            for what in launches:
+                argv = [sys.executable, "-m", "launch", "-n", "2", "--hosts", "h0:1,h1:1", "--launcher", "ssh",
+                        "--launcher-exec", netns.NSEXEC, "--iface", "veth0", "--force-tcp", "--timeout", "900",
+                        "--env", "GLOO_SOCKET_IFNAME=veth0", "--env", f"BENCH_LINK_RATE={rate}",
+                        os.path.join(BENCH_DIR, "slow_link.py"), "--worker", *what, *names]
+                t0 = time.monotonic()
+                p = hosts.run("h0", argv, env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=1000)
+                rx1, tx1 = hosts.veth_bytes("h0")
+                got = common.parse_lines(p.stdout)
+                for r in got:
+                    r.update(link=rate, veth_rx_MB=(rx1 - rx0) / 1e6, veth_tx_MB=(tx1 - tx0) / 1e6)
+                    emit(r)
+                if p.returncode:      # e.g. gloo's abort in PyTorch's powerSGD_hook: reported as it is
+                    lines = [ln for ln in (p.stderr or "").splitlines() if "what()" in ln or "Error" in ln]
+                    got.append(emit(dict(workload="I", link=rate, launch=" ".join(what), status="crashed",
+                                         rc=p.returncode, reason=(lines[-1] if lines else p.stderr[-400:])[-400:])))
+                print(f"# link {rate} {' '.join(what)}: {time.monotonic() - t0:.0f} s, veth h0 rx "
+                      f"{(rx1 - rx0) / 1e6:.0f} MB tx {(tx1 - tx0) / 1e6:.0f} MB", flush=True)
+                rx0, tx0 = rx1, tx1
+                records += got
     finally:
         hosts.kill_all()
         hosts.close()
@@ -96,17 +104,41 @@ def driver(names, rates):
     os.makedirs(os.path.join(BENCH_DIR, "results"), exist_ok=True)
     with open(os.path.join(BENCH_DIR, "results", "slow_link.json"), "w") as f:
         json.dump(records, f, indent=1, sort_keys=True)
+    with open(os.path.join(BENCH_DIR, "results", "slow_link.md"), "w") as f:
+        f.write(table(records))
     return 0
 
 
+def table(records):
+    """The records as a Markdown table (every phase; 1rank is each row's baseline)."""
+    lines = ["| workload | link | variant | step ms | 1 rank alone ms (same launch) | efficiency | loss (fp32's) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        if r.get("status") != "ok":
+            lines.append(f"| {r.get('workload')} | {r.get('link')} | {r.get('launch', r.get('variant', ''))} | "
+                         f"**{r.get('status')}** | | | {str(r.get('reason'))[:160]} |")
+            continue
+        if r["variant"] == "1rank":
+            continue
+        eff = f"{r['efficiency']:.2f}" if "efficiency" in r else "-"
+        loss = "-" if r.get("loss") is None else f"{r['loss']:.4f}" + (
+            f" ({r['loss_fp32']:.4f})" if r.get("loss_fp32") is not None else "")
+        lines.append(f"| {r['workload']} | {r['link']} | {r['variant']} | {r['step_ms']:.1f} | "
+                     f"{r['t_1rank_ms']:.1f} | {eff} | {loss} |")
+    return "\n".join(lines) + "\n"
+
+
 # -- the ranks -------------------------------------------------------------------------------------
+def _baseline(name, S, W):
+    data = W.batches(name, rank=S.RANK)
+    step, st, _ = W.dt_step(W.dt_model(name), data)
+    # nocomm: every rank computing at once without communication: the ceiling the shared machine leaves
+    return {"1rank": (step, "one"), "nocomm": (W.dt_step(W.dt_model(name), data)[0], "all")}, {"1rank": st}
+
+
 def _dt_phases(name, S, W, dt, dist):
     data = W.batches(name, rank=S.RANK)
     phases, states = {}, {}
-    step, st, _ = W.dt_step(W.dt_model(name), data)
-    phases["1rank"], states["1rank"] = (step, "one"), st
-    # every rank computing at once without communication: the ceiling the shared machine leaves
-    phases["nocomm"] = (W.dt_step(W.dt_model(name), data)[0], "all")
     for label, hook, args in VARIANTS:
         def wrap(module, hook=hook, args=args):
             ddp = dt.DistributedDataParallel(module)
@@ -125,7 +157,7 @@ def _dt_phases(name, S, W, dt, dist):
     return phases, states, n
 
 
-def _torch_phases(name, S, W, torch, master):
+def _torch_phases(name, S, W, torch, master, variants):
     import datetime
     import torch.distributed as tdist
     from torch.nn.parallel import DistributedDataParallel as TDDP
@@ -136,13 +168,13 @@ def _torch_phases(name, S, W, torch, master):
     weights = W.state_arrays(W.dt_model(name))
     data = W.batches(name, rank=S.RANK)
     phases, states = {}, {}
-    for label in TORCH_VARIANTS:
+    for label in variants:
         def wrap(module, label=label):
-            ddp = TDDP(module)
+            ddp = TDDP(module, bucket_cap_mb=100 if label.endswith("-1bucket") else 25)
             if label == "fp16":
                 ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
             elif label.startswith("powersgd"):
-                state = psgd.PowerSGDState(process_group=None, matrix_approximation_rank=int(label[-1]),
+                state = psgd.PowerSGDState(process_group=None, matrix_approximation_rank=int(label.split("-r")[1][0]),
                                            start_powerSGD_iter=2, min_compression_rate=2)
                 ddp.register_comm_hook(state, psgd.powerSGD_hook)
             return ddp
@@ -163,7 +195,7 @@ def _loss(st):
     return float(v)
 
 
-def worker(names):
+def worker(names, run_dt, torch_variants):
     import numpy as np
     import scaling as S           # its MPI control communicators and phase runner
     import workloads as W
@@ -171,14 +203,19 @@ def worker(names):
     import disttrain.distributed as dist
     from common import import_torch
     dist.init()
-    torch = import_torch()
+    torch = import_torch() if torch_variants else None
     rate = os.environ.get("BENCH_LINK_RATE", "?")
     for name in names:
-        phases, states, n = _dt_phases(name, S, W, dt, dist)
+        phases, states = _baseline(name, S, W)
+        n = sum(p.data.size for p in W.dt_model(name).parameters())
+        if run_dt:
+            ph, st, n = _dt_phases(name, S, W, dt, dist)
+            phases.update(ph)
+            states.update(st)
         torch_err = None
         if torch is not None:
             try:
-                tph, tst = _torch_phases(name, S, W, torch, f"{netns_master()}:29517")
+                tph, tst = _torch_phases(name, S, W, torch, f"{netns_master()}:29517", torch_variants)
                 phases.update(tph)
                 states.update(tst)
             except Exception as e:      # noqa: BLE001 -- the peer failing must not cost our figures
@@ -210,7 +247,7 @@ def worker(names):
         if S.RANK != 0:
             continue
         t1 = median(times["1rank"])
-        base_loss = _loss(states["fp32"])
+        base_loss = _loss(states["fp32"]) if "fp32" in states else None
         for key, ts in times.items():
             rec = dict(workload=f"I-{name}", variant=key, status="ok", ranks=S.SIZE, link=rate,
                        step_ms=median(ts) * 1e3, t_1rank_ms=t1 * 1e3, samples=len(ts), grad_MB=n * 4 / 1e6)
@@ -234,7 +271,13 @@ def worker(names):
 
 def main(argv):
     if "--worker" in argv:
-        return worker([a.upper() for a in argv if a != "--worker"])
+        args = [a for a in argv if a not in ("--worker", "--dt")]
+        torch_variants = []
+        if "--torch" in args:
+            i = args.index("--torch")
+            torch_variants = args[i + 1].split(",")
+            del args[i:i + 2]
+        return worker([a.upper() for a in args], "--dt" in argv, torch_variants)
     rates = ["1gbit", "10gbit"]
     names = []
     it = iter(argv)
