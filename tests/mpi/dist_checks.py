@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-import traceback
 
 import numpy as np
 
@@ -20,27 +19,14 @@ import disttrain as dt
 import disttrain.distributed as dist
 import disttrain.nn.functional as F
 from disttrain.data import DistributedSampler
+from checklib import Checks
 
 group = dist.init()
 RANK, N = group.rank, group.size
 OUTDIR = sys.argv[1] if len(sys.argv) > 1 else "."
 
 
-RESULTS = {}
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:     # report and go on: the other checks stay in step
-        msg = f"{type(e).__name__}: {e}".replace("\n", " | ")
-        RESULTS[name] = msg
-        print(f"CHECK {name} rank={RANK} FAIL {msg}", flush=True)
-        traceback.print_exc()
-        sys.stderr.flush()
-    else:
-        RESULTS[name] = "ok"
-        print(f"CHECK {name} rank={RANK} ok", flush=True)
+check = Checks(RANK)
 
 
 # -- collectives ---------------------------------------------------------------
@@ -463,7 +449,5 @@ if N > 1:
     check("stall_detector", stall_detector)
     check("thread_limits", thread_limits)
 dist.barrier()
-# One file per rank: mpiexec may interleave the ranks' stdout mid-line.
-with open(os.path.join(OUTDIR, f"results-{RANK}.json"), "w") as f:
-    json.dump(RESULTS, f)
+check.write(OUTDIR)
 print(f"DONE rank={RANK}", flush=True)

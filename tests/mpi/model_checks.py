@@ -5,31 +5,20 @@ and clip_grad_norm_ under DDP (the same norm and gradients on every rank).
 
 Usage: mpiexec -n N python tests/mpi/model_checks.py OUTDIR  (writes results-<rank>.json)
 """
-import json
-import os
 import sys
-import traceback
 
 import numpy as np
 
 import disttrain as dt
 import disttrain.distributed as dist
 from disttrain import nn
+from checklib import Checks
 
 group = dist.init()
 RANK, N = group.rank, group.size
 OUTDIR = sys.argv[1]
-RESULTS = {}
+check = Checks(RANK)
 B = 3
-
-
-def check(name, fn):
-    try:
-        fn()
-        RESULTS[name] = "ok"
-    except Exception as e:     # report and go on: the other checks stay in step
-        RESULTS[name] = f"{type(e).__name__}: {e}".replace("\n", " | ")
-        traceback.print_exc()
 
 
 def full_batch(shape, seed):
@@ -108,5 +97,4 @@ check("syncbn_3d_input", syncbn_equals_doubled_batch((3, 5)))
 check("syncbn_2d", syncbn_equals_doubled_batch((2, 3, 4)))
 check("syncbn_in_ddp", syncbn_in_ddp)
 check("clip_under_ddp", clip_under_ddp)
-with open(os.path.join(OUTDIR, f"results-{RANK}.json"), "w") as f:
-    json.dump(RESULTS, f)
+check.write(OUTDIR)

@@ -1,10 +1,7 @@
 """PowerSGD and Work.then across real ranks, in one `mpiexec -n N` launch (see dist_checks.py for the
 CHECK protocol). Usage: mpiexec -n N python tests/mpi/powersgd_checks.py OUTDIR"""
-import json
-import os
 import sys
 import time
-import traceback
 
 import numpy as np
 
@@ -15,23 +12,12 @@ from disttrain.distributed import comm_hooks
 from disttrain.distributed.powersgd import PowerSGDState, powerSGD_hook
 from disttrain.distributed.process_group import ProcessGroup
 from disttrain.distributed.progress import ProgressEngine
+from checklib import Checks
 
 group = dist.init()
 RANK, N = group.rank, group.size
 OUTDIR = sys.argv[1] if len(sys.argv) > 1 else "."
-RESULTS = {}
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:     # report and go on: the other checks stay in step
-        RESULTS[name] = f"{type(e).__name__}: {e}".replace("\n", " | ")
-        print(f"CHECK {name} rank={RANK} FAIL {RESULTS[name]}", flush=True)
-        traceback.print_exc()
-    else:
-        RESULTS[name] = "ok"
-        print(f"CHECK {name} rank={RANK} ok", flush=True)
+check = Checks(RANK)
 
 
 def hooks_group():
@@ -158,6 +144,5 @@ check("powersgd_exact_full_rank", exact_at_full_rank)
 check("powersgd_error_feedback", error_feedback_tracks_the_true_sum)
 check("powersgd_ddp_ranks_identical", ddp_ranks_identical)
 dist.barrier()
-with open(os.path.join(OUTDIR, f"results-{RANK}.json"), "w") as f:
-    json.dump(RESULTS, f)
+check.write(OUTDIR)
 print(f"DONE rank={RANK}", flush=True)

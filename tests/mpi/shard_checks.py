@@ -7,7 +7,6 @@ Writes OUTDIR/results-<rank>.json; with N == 2 also OUTDIR/resize.npz (a checkpo
 import json
 import os
 import sys
-import traceback
 
 import numpy as np
 
@@ -15,27 +14,17 @@ import disttrain as dt
 import disttrain.distributed as dist
 import disttrain.nn.functional as F
 from disttrain.training import checkpoint as ckpt
+from checklib import Checks
 
 group = dist.init()
 RANK, N = group.rank, group.size
 OUTDIR = sys.argv[1]
 RESIZE_FROM = sys.argv[2] if len(sys.argv) > 2 else None
-RESULTS = {}
+check = Checks(RANK)
 STEPS, B = 20, 3
 TOL = {np.float32: 1e-6, np.float64: 1e-12}
 TOL_SINGLE = {np.float32: 1e-5, np.float64: 1e-10}    # vs one process: what DDP itself is held to
 CAP = 0.0005        # MiB: several buckets, and the 16x16 float32 weight gets a solo bucket
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:
-        RESULTS[name] = f"{type(e).__name__}: {e}".replace("\n", " | ")
-        traceback.print_exc()
-        sys.stderr.flush()
-    else:
-        RESULTS[name] = "ok"
 
 
 def MLP(dtype, unused=False):
@@ -362,5 +351,4 @@ else:
     check("partially_used", partially_used)
     if N == 2:
         check("save_for_resize", save_for_resize)
-with open(os.path.join(OUTDIR, f"results-{RANK}.json"), "w") as f:
-    json.dump(RESULTS, f)
+check.write(OUTDIR)

@@ -4,7 +4,6 @@ Prints ``CHECK <name> rank=<r> ok`` or ``... FAIL <why>`` per check (collective,
 same order on every rank; a failing check is caught so the rest stay in step).
 """
 import sys
-import traceback
 
 import numpy as np
 
@@ -12,19 +11,11 @@ import disttrain as torch
 import disttrain.distributed as dist
 import disttrain.multiprocessing as mp
 from disttrain.serialization import SaveError
+from checklib import Checks
 
 dist.init_process_group("nccl")                 # any backend name: MPI underneath
 RANK, N = dist.get_rank(), dist.get_world_size()
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:
-        print(f"CHECK {name} rank={RANK} FAIL {type(e).__name__}: {e}".replace("\n", " | "), flush=True)
-        traceback.print_exc()
-    else:
-        print(f"CHECK {name} rank={RANK} ok", flush=True)
+check = Checks(RANK)
 
 
 def broadcast_objects():
