@@ -18,6 +18,16 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = THREADS
 
+# Some machines' environments pin OpenBLAS to an older kernel family (here OPENBLAS_CORETYPE=Haswell, AVX2, with
+# OPENBLAS_L2_SIZE), a guard for old OpenBLAS builds that a current numpy does not need. It halves numpy's sgemm
+# next to PyTorch's own AVX-512 kernels, so a benchmark against PyTorch unsets both together, for the bench
+# processes alone (the tests and CI keep the environment as it is); BENCH_OPENBLAS_ENV=keep keeps them. The
+# kernel OpenBLAS then really runs is recorded in the results (machine_info: threadpools).
+PINNED_OPENBLAS = {v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ}
+if os.environ.get("BENCH_OPENBLAS_ENV", "") != "keep":
+    for _var in PINNED_OPENBLAS:
+        del os.environ[_var]
+
 # A persistent cache, so only the start-up bench (G) ever pays a cold compile.
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
     os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "disttrain", "numba"))
@@ -84,9 +94,12 @@ def machine_info():
         info["mpi"] = " ".join(MPI.Get_library_version().split()[:3])
     except Exception:                   # noqa: BLE001
         info["mpi"] = None
-    # OpenBLAS's kernel family when the environment pins it ("auto": OpenBLAS's own pick). This machine's
-    # environment sets Haswell (AVX2); left to itself OpenBLAS picks SkylakeX (AVX-512), 2x the sgemm speed.
+    # OpenBLAS's kernel family when the environment pins it ("auto": OpenBLAS's own pick), and what the
+    # machine's environment had pinned before bench unset it (see PINNED_OPENBLAS above).
     info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE", "auto")
+    if PINNED_OPENBLAS:
+        info["openblas_env_unset"] = " ".join(f"{k}={v}" for k, v in sorted(PINNED_OPENBLAS.items())) \
+            if "OPENBLAS_CORETYPE" not in os.environ else "no (BENCH_OPENBLAS_ENV=keep)"
     try:                                # which BLAS, which kernel, how many threads really
         import threadpoolctl
         info["threadpools"] = [f"{d.get('internal_api')} {d.get('version') or ''} {d.get('architecture') or ''} "

@@ -84,3 +84,19 @@ def test_char_gpt_job_two_ranks_and_sample(tmp_path):
     assert out.startswith("ROMEO:") and len(out.rstrip("\n")) >= 46 and "step 8" in err
     rc, out, err, _ = dtrun("sample", run, "--prompt", "#", cwd=tmp_path, timeout=120)
     assert rc != 0 and "'#' is not in the vocabulary" in err
+
+
+def test_gpt_without_biases_as_nanogpt_train_default():
+    """bias=False (nanoGPT train.py's default, configs/char_gpt.toml): no Linear or LayerNorm bias at all,
+    the same parameter names otherwise, and the blocks still differentiate correctly."""
+    dt.manual_seed(0)
+    m = GPT(11, 8, n_layer=2, n_head=2, n_embd=8, bias=False)
+    names = list(m.state_dict())
+    assert not [n for n in names if n.endswith(".bias")]
+    with_bias = [n for n in GPT(11, 8, n_layer=2, n_head=2, n_embd=8).state_dict() if not n.endswith(".bias")]
+    assert names == with_bias and names[-1] == "transformer.ln_f.weight"
+    assert m.transformer.h[0].ln_1.bias is None and m.transformer.h[0].mlp.c_fc.bias is None
+    assert sum(p.data.size for p in m.parameters()) == 11 * 8 + 8 * 8 + 2 * (2 * 8 + 8 * 24 + 8 * 8 + 8 * 32 * 2) + 8
+    block = m.transformer.h[0].double()
+    x = np.random.default_rng(2).standard_normal((2, 4, 8))
+    assert gradcheck(lambda a: block(a), (x,))

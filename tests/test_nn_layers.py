@@ -180,3 +180,16 @@ def test_gradcheck_through_a_small_cnn():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(8, 3), nn.GELU())
     check_layer(model, rng.standard_normal((2, 1, 4, 4)))
+
+
+def test_layer_norm_without_bias_scales_only():
+    """nn.LayerNorm(..., bias=False) as PyTorch >= 2.1: a weight, no bias parameter or state-dict key."""
+    rng = np.random.default_rng(5)
+    layer = nn.LayerNorm(4, bias=False)
+    assert layer.bias is None and list(layer.state_dict()) == ["weight"]
+    layer.weight.data[...] = np.array([1.0, 2.0, -1.0, 0.5], np.float32)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    np.testing.assert_allclose(layer(dt.tensor(x)).numpy(), (x - mu) / np.sqrt(var + 1e-5) * layer.weight.data,
+                               rtol=1e-5, atol=1e-6)
+    check_layer(nn.LayerNorm(4, bias=False), rng.standard_normal((2, 4)))

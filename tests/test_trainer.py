@@ -184,3 +184,47 @@ sync_batch_norm = true
     arrays = np.load(summary["checkpoint"])
     assert int(arrays["model/1.num_batches_tracked"]) == summary["steps"]     # one forward per step
     assert arrays["model/1.running_var"].shape == (8,) and "model/5.running_mean" in arrays.files
+
+
+def test_a_skipped_non_finite_step_also_leaves_batch_norm_statistics_alone(tmp_path, monkeypatch):
+    """skip_nonfinite_steps: step 2's loss is NaN, so its update is skipped; the running mean/var its
+    forward had folded in are put back too (checkpoint 2 holds exactly checkpoint 1's state), while the
+    normal step 3 moves them again."""
+    from disttrain.training import checkpoint as ckpt
+    from disttrain.training.trainer import Trainer
+    monkeypatch.setenv("DTRUN_TEST_NAN_LOSS_AT", "0:2")
+    cfg = load_config(write(tmp_path / "bn.toml", """
+[model]
+name = "lenet"
+channels = [4, 8]
+kernel_size = 3
+hidden = [16]
+batch_norm = true
+[data]
+max_train_samples = 96
+max_val_samples = 32
+[optimizer]
+name = "sgd"
+lr = 0.05
+[train]
+max_steps = 3
+batch_size = 16
+skip_nonfinite_steps = 1
+[checkpoint]
+interval = 1
+keep_last = 3
+[logging]
+progress = "none"
+"""))
+    run = tmp_path / "run"
+    os.makedirs(run)
+    summary = Trainer(cfg, str(run), extensions=None).run()
+    assert summary["skipped_steps"] == 1
+    states = {step: ckpt.read(path)[0] for step, path in ckpt.list_checkpoints(run / "checkpoints")}
+    assert sorted(states) == [1, 2, 3]
+    one, two, three = states[1], states[2], states[3]
+    assert len([k for k in one if "running_" in k or "num_batches" in k]) == 6
+    for k in one:                                  # parameters and buffers: step 2 changed nothing
+        np.testing.assert_array_equal(two[k], one[k], err_msg=k)
+    assert int(three["1.num_batches_tracked"]) == 2 and int(one["1.num_batches_tracked"]) == 1
+    assert not np.array_equal(three["1.running_mean"], one["1.running_mean"])

@@ -26,13 +26,13 @@ def _normal(p, std):
 
 
 class CausalSelfAttention(Module):
-    def __init__(self, n_embd, n_head, dropout=0.0, dtype=np.float32):
+    def __init__(self, n_embd, n_head, dropout=0.0, dtype=np.float32, bias=True):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"CausalSelfAttention: n_embd {n_embd} is not a multiple of n_head {n_head}")
         self.n_head, self.n_embd, self.dropout = n_head, n_embd, float(dropout)
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, dtype=dtype)
-        self.c_proj = nn.Linear(n_embd, n_embd, dtype=dtype)
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias, dtype=dtype)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias, dtype=dtype)
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x):
@@ -49,11 +49,11 @@ class CausalSelfAttention(Module):
 
 
 class MLP(Module):
-    def __init__(self, n_embd, dropout=0.0, dtype=np.float32):
+    def __init__(self, n_embd, dropout=0.0, dtype=np.float32, bias=True):
         super().__init__()
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd, dtype=dtype)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias, dtype=dtype)
         self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * n_embd, n_embd, dtype=dtype)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias, dtype=dtype)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
@@ -61,12 +61,12 @@ class MLP(Module):
 
 
 class Block(Module):
-    def __init__(self, n_embd, n_head, dropout=0.0, dtype=np.float32):
+    def __init__(self, n_embd, n_head, dropout=0.0, dtype=np.float32, bias=True):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd, dtype=dtype)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, dtype)
-        self.ln_2 = nn.LayerNorm(n_embd, dtype=dtype)
-        self.mlp = MLP(n_embd, dropout, dtype)
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias, dtype=dtype)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, dtype, bias)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias, dtype=dtype)
+        self.mlp = MLP(n_embd, dropout, dtype, bias)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -76,25 +76,26 @@ class Block(Module):
 class _Transformer(Module):
     """The body, so that parameter names read transformer.wte, transformer.h.0, ... as in nanoGPT."""
 
-    def __init__(self, vocab_size, block_size, n_layer, n_head, n_embd, dropout, dtype):
+    def __init__(self, vocab_size, block_size, n_layer, n_head, n_embd, dropout, dtype, bias=True):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, n_embd, dtype=dtype)
         self.wpe = nn.Embedding(block_size, n_embd, dtype=dtype)
         self.drop = nn.Dropout(dropout)
-        self.h = nn.ModuleList([Block(n_embd, n_head, dropout, dtype) for _ in range(n_layer)])
-        self.ln_f = nn.LayerNorm(n_embd, dtype=dtype)
+        self.h = nn.ModuleList([Block(n_embd, n_head, dropout, dtype, bias) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias, dtype=dtype)
 
 
 class GPT(Module):
-    """``GPT(vocab_size, block_size, n_layer=4, n_head=4, n_embd=128, dropout=0.0, tie_weights=True)``;
-    ``model(idx)`` maps token ids (B, T <= block_size) to logits (B, T, vocab_size)."""
+    """``GPT(vocab_size, block_size, n_layer=4, n_head=4, n_embd=128, dropout=0.0, tie_weights=True, bias=True)``;
+    ``model(idx)`` maps token ids (B, T <= block_size) to logits (B, T, vocab_size). ``bias=False``
+    drops the biases of every Linear and LayerNorm (nanoGPT's ``bias``; its train.py default)."""
 
     def __init__(self, vocab_size, block_size, n_layer=4, n_head=4, n_embd=128, dropout=0.0, tie_weights=True,
-                 dtype=np.float32):
+                 dtype=np.float32, bias=True):
         super().__init__()
         self.vocab_size, self.block_size = int(vocab_size), int(block_size)
         self.tie_weights = bool(tie_weights)
-        self.transformer = _Transformer(vocab_size, block_size, n_layer, n_head, n_embd, dropout, dtype)
+        self.transformer = _Transformer(vocab_size, block_size, n_layer, n_head, n_embd, dropout, dtype, bias)
         if not self.tie_weights:
             self.lm_head = nn.Linear(n_embd, vocab_size, bias=False, dtype=dtype)
         for name, p in self.named_parameters():

@@ -148,6 +148,7 @@ def _gpt_check(values):
     Key("dropout", "float", 0.0, "Dropout on embeddings, attention weights and residual branches.", low=0.0,
         high=1.0, high_open=True),
     Key("tie_weights", "bool", True, "Use the token embedding as the output head (nanoGPT's weight tying)."),
+    Key("bias", "bool", True, "Biases in every Linear and LayerNorm (false: nanoGPT's train.py default)."),
 ], check=_gpt_check)
 def gpt(cfg, input_shape, num_classes, dtype):
     """nanoGPT's GPT over token blocks: the context length is the data's block length, the
@@ -157,4 +158,4 @@ def gpt(cfg, input_shape, num_classes, dtype):
         raise ModelShapeError(f"model 'gpt' needs samples that are token sequences (block_size,); the data has "
                               f"samples of shape {input_shape} (use [data] source = \"text\")")
     return GPT(num_classes, input_shape[0], cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.tie_weights,
-               dtype=dtype)
+               dtype=dtype, bias=cfg.bias)

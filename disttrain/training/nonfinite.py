@@ -5,7 +5,8 @@ computes the global gradient norm (one pass over the gradients; no extra collect
 gradients are the same on every rank, and a NaN/inf on any rank makes them NaN/inf on all, so every
 rank decides the same). A non-finite norm stops the job on every rank with `NonFiniteError` (the
 step, the last finite loss, what to try) before the optimizer applies it, or, with
-``[train] skip_nonfinite_steps = N``, skips that update (gradients dropped, the step counted) up to N
+``[train] skip_nonfinite_steps = N``, skips that update (gradients dropped, the model's buffers such as
+BatchNorm's running statistics restored by the Trainer, the step counted) up to N
 times. A loss that is non-finite while the gradients are finite is caught at the next metrics
 allreduce or checkpoint gather (`check_interval_sums`), also on every rank at once, and a checkpoint
 refuses non-finite state (`check_state_finite`), so `keep_last` never deletes a good checkpoint for

@@ -230,6 +230,7 @@ class Trainer:
                 while self.step < self.total and self.step // self.spe == epoch:
                     dt.manual_seed(_seed_for(self.seed, self.rank, self.step))
                     self.lr = self.optimizer.param_groups[0]["lr"]
+                    kept = self._buffer_snapshot()
                     pending = self.forward_backward(batches)
                     self.apply_update = True
                     self._call("after_backward")
@@ -237,6 +238,8 @@ class Trainer:
                         self.optimizer.step()
                         for loss, stats in pending:     # a skipped step's batches are not logged
                             self.interval.add(loss, stats)
+                    else:
+                        self._restore_buffers(kept)
                     self.optimizer.zero_grad()
                     self.step += 1
                     self._call("after_step")
@@ -245,6 +248,19 @@ class Trainer:
         finally:
             self._call("finalize")
         return self.summary()
+
+    def _buffer_snapshot(self):
+        """Copies of the model's buffers (BatchNorm's running statistics) when steps may be skipped: the
+        forward of a skipped step has already folded its (possibly non-finite) batch statistics into them,
+        so a skip puts them back. Nothing is copied when skip_nonfinite_steps is 0 (a bad step stops the job)."""
+        if not self.guard.skip_limit:
+            return None
+        return [(b, b.data.copy()) for b in self.model.buffers() if b is not None]
+
+    @staticmethod
+    def _restore_buffers(kept):
+        for b, saved in kept or ():
+            np.copyto(b.data, saved)
 
     def forward_backward(self, batches):
         """One optimizer step's micro-batches: forward, task loss, backward (synced on the last).
