@@ -18,6 +18,7 @@ from .tensor import Tensor
 # inputs, so visiting nodes by decreasing sequence number is a topological
 # order of the backward pass (and a deterministic one).
 _sequence = itertools.count()
+_next_seq = _sequence.__next__
 
 
 class Context:
@@ -98,30 +99,54 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        # The hot path of every op: one pass over the arguments, no generators.
+        # The hot path of every op (a few microseconds on small arrays, so every
+        # call and attribute store counts): one pass over the arguments, the
+        # Context and the output Tensors filled in here rather than through
+        # __init__ calls, nothing allocated for the inputs unless one requires grad.
         raw = list(args)
-        inputs = [None] * len(args)
-        record = False
-        for i, a in enumerate(args):
+        inputs = needs = None
+        i = 0
+        for a in args:
             if isinstance(a, Tensor):
                 raw[i] = a.data
                 if a.requires_grad:
+                    if inputs is None:
+                        inputs = [None] * len(args)
+                        needs = [False] * len(args)
                     inputs[i] = a
-                    record = True
-        if record and grad_mode._State.enabled:
-            ctx = Context(cls, tuple(inputs))
-        else:
-            record = False
-            ctx = _NoGradContext(len(args))
+                    needs[i] = True
+            i += 1
+        if inputs is None or not grad_mode._State.enabled:
+            out = cls.forward(_NoGradContext(len(args)), *raw)
+            if type(out) is tuple:
+                return tuple([_wrap(o, None, i) for i, o in enumerate(out)])
+            return _wrap(out, None, 0)
+        ctx = _new_context(Context)
+        ctx.fn = cls
+        ctx.inputs = inputs = tuple(inputs)
+        ctx.needs_input_grad = tuple(needs)
+        ctx.seq = _next_seq()
+        ctx.out_meta = None
+        ctx.pre_hooks = None
+        ctx.released = False
+        ctx._saved = ()
         out = cls.forward(ctx, *raw)
         if type(out) is tuple:
-            outs = tuple(_wrap(o, ctx if record else None, i) for i, o in enumerate(out))
-            if record:
-                ctx.out_meta = tuple((o.data.shape, o.data.dtype) for o in outs)
+            outs = tuple([_wrap(o, ctx, i) for i, o in enumerate(out)])
+            ctx.out_meta = tuple([(o.data.shape, o.data.dtype) for o in outs])
             return outs
-        t = _wrap(out, ctx if record else None, 0)
-        if record:
-            ctx.out_meta = ((t.data.shape, t.data.dtype),)
+        # _wrap inlined: the single-output case is nearly every op.
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+        t = _new_tensor(Tensor)
+        t.data = out
+        t._grad = None
+        t.requires_grad = True
+        t._node = ctx
+        t._out_index = 0
+        t._hooks = None
+        t._post_hooks = None
+        ctx.out_meta = ((out.shape, out.dtype),)
         return t
 
 
@@ -129,7 +154,7 @@ def _wrap(value, node, index):
     """The output Tensor of ``node`` (None when nothing was recorded)."""
     if type(value) is not np.ndarray:
         value = np.asarray(value)
-    t = Tensor.__new__(Tensor)
+    t = _new_tensor(Tensor)
     t.data = value
     t._grad = None
     t.requires_grad = node is not None
@@ -138,3 +163,7 @@ def _wrap(value, node, index):
     t._hooks = None
     t._post_hooks = None
     return t
+
+
+# (object.__new__ bound once: Context and Tensor objects are filled in by apply, not by __init__)
+_new_context = _new_tensor = object.__new__
