@@ -55,8 +55,7 @@ def backward(roots, grads=None, retain_graph=False):
         g = grads[k]
         data = root.data
         if g is None and data.size == 1:      # the usual scalar loss: _seed's first case, inline
-            g = np.empty(data.shape, data.dtype)
-            g.fill(1)
+            g = _ones_like_scalar(data)
         else:
             g = _seed(root, g)
         node = root._node
@@ -202,6 +201,19 @@ def _refs_held_by_one_local():
 _STEALABLE_REFS = _refs_held_by_one_local()
 
 
+_SEED_ONES = {}      # (shape, dtype) -> a one-element array of ones; seeds are copies of it
+
+
+def _ones_like_scalar(data):
+    """A fresh writeable array of ones shaped like the one-element ``data`` (a copy of a cached
+    template: half the cost of np.empty + fill)."""
+    key = (data.shape, data.dtype)
+    one = _SEED_ONES.get(key)
+    if one is None:
+        one = _SEED_ONES[key] = np.ones(data.shape, data.dtype)
+    return one.copy()
+
+
 def _seed(root, g):
     data = root.data
     if g is None:
@@ -209,9 +221,7 @@ def _seed(root, g):
             raise RuntimeError(
                 f"grad can be implicitly created only for scalar outputs; backward() on a tensor of "
                 f"shape {data.shape} needs a gradient argument of that shape")
-        g = np.empty(data.shape, data.dtype)
-        g.fill(1)
-        return g
+        return _ones_like_scalar(data)
     g = np.array(getattr(g, "data", g), dtype=data.dtype, copy=True)
     if g.shape != data.shape:
         raise RuntimeError(f"backward(): gradient shape {g.shape} does not match tensor shape {data.shape}")
@@ -288,7 +298,8 @@ def _finish_leaf(entry):
                 g = np.array(g, copy=True, order="C")
         leaf._grad = g
     else:
-        np.add(leaf._grad, g, out=leaf._grad)
+        acc = leaf._grad
+        np.add(acc, g, acc)          # (out positional: the keyword costs a parse per call)
     if leaf._post_hooks:
         for hook in list(leaf._post_hooks):
             hook(leaf)

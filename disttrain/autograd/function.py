@@ -19,6 +19,7 @@ from .tensor import Tensor
 # order of the backward pass (and a deterministic one).
 _sequence = itertools.count()
 _next_seq = _sequence.__next__
+_grad_state = grad_mode._State
 
 
 class Context:
@@ -100,31 +101,82 @@ class Function:
     @classmethod
     def apply(cls, *args):
         # The hot path of every op (a few microseconds on small arrays, so every
-        # call and attribute store counts): one pass over the arguments, the
-        # Context and the output Tensors filled in here rather than through
+        # call and attribute store counts): the arguments unwrapped in one pass
+        # (unrolled for the one- to three-argument ops: nearly all of them), the
+        # Context and the output Tensor filled in here rather than through
         # __init__ calls, nothing allocated for the inputs unless one requires grad.
-        raw = list(args)
-        inputs = needs = None
-        i = 0
-        for a in args:
+        n = len(args)
+        if n == 2:
+            a, b = args
+            ta = tb = None
             if isinstance(a, Tensor):
-                raw[i] = a.data
                 if a.requires_grad:
-                    if inputs is None:
-                        inputs = [None] * len(args)
-                        needs = [False] * len(args)
-                    inputs[i] = a
-                    needs[i] = True
-            i += 1
-        if inputs is None or not grad_mode._State.enabled:
-            out = cls.forward(_NoGradContext(len(args)), *raw)
+                    ta = a
+                a = a.data
+            if isinstance(b, Tensor):
+                if b.requires_grad:
+                    tb = b
+                b = b.data
+            raw = (a, b)
+            if ta is None and tb is None:
+                inputs = None
+            else:
+                inputs = (ta, tb)
+                needs = (ta is not None, tb is not None)
+        elif n == 1:
+            (a,) = args
+            inputs = None
+            if isinstance(a, Tensor):
+                if a.requires_grad:
+                    inputs = (a,)
+                    needs = (True,)
+                a = a.data
+            raw = (a,)
+        elif n == 3:
+            a, b, c = args
+            ta = tb = tc = None
+            if isinstance(a, Tensor):
+                if a.requires_grad:
+                    ta = a
+                a = a.data
+            if isinstance(b, Tensor):
+                if b.requires_grad:
+                    tb = b
+                b = b.data
+            if isinstance(c, Tensor):
+                if c.requires_grad:
+                    tc = c
+                c = c.data
+            raw = (a, b, c)
+            if ta is None and tb is None and tc is None:
+                inputs = None
+            else:
+                inputs = (ta, tb, tc)
+                needs = (ta is not None, tb is not None, tc is not None)
+        else:
+            raw = list(args)
+            inputs = None
+            i = 0
+            for a in args:
+                if isinstance(a, Tensor):
+                    raw[i] = a.data
+                    if a.requires_grad:
+                        if inputs is None:
+                            inputs = [None] * n
+                        inputs[i] = a
+                i += 1
+            if inputs is not None:
+                inputs = tuple(inputs)
+                needs = tuple([t is not None for t in inputs])
+        if inputs is None or not _grad_state.enabled:
+            out = cls.forward(_NoGradContext(n), *raw)
             if type(out) is tuple:
                 return tuple([_wrap(o, None, i) for i, o in enumerate(out)])
             return _wrap(out, None, 0)
         ctx = _new_context(Context)
         ctx.fn = cls
-        ctx.inputs = inputs = tuple(inputs)
-        ctx.needs_input_grad = tuple(needs)
+        ctx.inputs = inputs
+        ctx.needs_input_grad = needs
         ctx.seq = _next_seq()
         ctx.out_meta = None
         ctx.pre_hooks = None
