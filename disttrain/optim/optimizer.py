@@ -1,7 +1,9 @@
 """`Optimizer`: parameter groups and per-parameter state around an UPDATE rule.
 
 ``step()`` hands each parameter's arrays to the rule:
-``rule.update(p.data, p._grad, state[p], group_hyperparameters)``. The
+``rule.update(p.data, p._grad, state[p], group_hyperparameters)``, or rather,
+for the contiguous ones (nearly all), ``rule.update_group`` with the list of
+them, whose default makes exactly those calls in order. The
 gradient is only read, never replaced: under data parallelism it is a view
 into the allreduced bucket.
 """
