@@ -289,13 +289,9 @@ def _finish_leaf(entry):
         # backward may hand one array to several inputs, a hook may keep it,
         # or it may be a read-only broadcast view: then the leaf gets its own copy.
         # (getrefcount first: a flags object holds a reference to its array.)
-        if sys.getrefcount(g) > _STEALABLE_REFS or g.base is not None:
+        if (sys.getrefcount(g) > _STEALABLE_REFS or g.base is not None
+                or not (g.flags.writeable and g.flags.c_contiguous)):
             g = np.array(g, copy=True, order="C")
-        else:
-            flags = g.flags
-            if not (flags.writeable and flags.c_contiguous):
-                flags = None
-                g = np.array(g, copy=True, order="C")
         leaf._grad = g
     else:
         acc = leaf._grad

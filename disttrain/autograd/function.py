@@ -34,6 +34,7 @@ class Context:
     )
 
     def __init__(self, fn, inputs):
+        # (Function.apply fills the same fields inline, without this call: keep the two in step)
         self.fn = fn
         self.inputs = inputs                # Tensor (requiring grad) or None, per forward argument
         self.needs_input_grad = tuple([t is not None for t in inputs])
@@ -173,7 +174,7 @@ class Function:
             if type(out) is tuple:
                 return tuple([_wrap(o, None, i) for i, o in enumerate(out)])
             return _wrap(out, None, 0)
-        ctx = _new_context(Context)
+        ctx = _new_context(Context)          # Context.__init__'s fields, inline
         ctx.fn = cls
         ctx.inputs = inputs
         ctx.needs_input_grad = needs

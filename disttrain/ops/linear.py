@@ -54,7 +54,6 @@ class Linear(Function):
             # (a reshape of an F-ordered result would copy: N-D inputs stay row-major)
             x2 = _blas_operand(x.reshape(-1, in_f))
             out = x2 @ weight.T
-        flags = None
         if bias is not None:
             # in place unless the bias would promote the result (dtype identity: the cheap common case)
             if getattr(bias, "dtype", None) is out.dtype or out.dtype == np.result_type(out, bias):
