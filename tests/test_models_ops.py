@@ -205,3 +205,32 @@ def test_clip_grad_nonfinite_and_value():
     p.grad = np.array([0.5, -3.0, 2.0])
     nn.utils.clip_grad_value_([p], 1.0)
     np.testing.assert_array_equal(p.grad.numpy(), [0.5, -1.0, 1.0])
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 2, 4])
+def test_cross_entropy_ignore_index_inside_and_outside_the_class_range(ignore_index):
+    # An ignore_index outside [0, C) is first met by the kernel as an out-of-range label (then the
+    # labels are masked and the kernel rerun); one inside [0, C) is masked before the kernel runs.
+    x = rng.standard_normal((6, 5))
+    y = np.array([1, 3, 0, 4, 2, 1])
+    y[[2, 5]] = ignore_index
+    for reduction in ("mean", "sum", "none"):
+        out = F.cross_entropy(x, y, reduction=reduction, ignore_index=ignore_index)
+        np.testing.assert_allclose(out.numpy(), ce_reference(x, y, reduction, ignore_index, 0.0), rtol=1e-12)
+    assert gradcheck(lambda a: F.cross_entropy(a, y, ignore_index=ignore_index), (x,))
+    a = dt.tensor(x, requires_grad=True)
+    F.cross_entropy(a, y, ignore_index=ignore_index).backward()
+    assert np.all(a.grad.numpy()[[2, 5]] == 0)
+    # nothing ignored: the same as without ignore_index
+    z = np.array([1, 3, 0, 4, 0, 1])
+    z[z == ignore_index] = 1
+    np.testing.assert_allclose(F.cross_entropy(x, z, ignore_index=ignore_index).numpy(),
+                               ce_reference(x, z, "mean", -7, 0.0), rtol=1e-12)
+
+
+def test_cross_entropy_out_of_range_label_is_named_even_next_to_ignored_ones():
+    x = rng.standard_normal((4, 3))
+    for y, bad in (([0, 7, -100, 1], "label 7 (sample 1)"), ([-100, 1, 5, 0], "label 5 (sample 2)"),
+                   ([0, -100, 2, -3], "label -3 (sample 3)")):
+        with pytest.raises(ValueError, match=r"cross_entropy: " + bad.replace("(", r"\(").replace(")", r"\)")):
+            F.cross_entropy(x, np.array(y))

@@ -321,3 +321,48 @@ def test_non_contiguous_parameters_are_updated(name, hp):
         results.append(p.data)
     assert results[1].base is base                           # updated in place, not replaced
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("name,hp", CONFIGS, ids=ids)
+def test_one_step_over_a_group_equals_per_parameter_updates(name, hp):
+    # Optimizer.step hands a group's parameters to rule.update_group at once (SGD casts its
+    # scalars once per group there): the result must be bit for bit that of rule.update per
+    # parameter, for a group mixing shapes (2-D, 1-D, 0-d) and float32 with float64.
+    r = np.random.default_rng(5)
+    shapes = [((6, 4), np.float32), ((4,), np.float32), ((), np.float64), ((3, 2), np.float64), ((5,), np.float32)]
+    theta0 = [r.standard_normal(s).astype(d) for s, d in shapes]
+    gs = [[r.standard_normal(s).astype(d) for s, d in shapes] for _ in range(4)]
+    params = [param(t) for t in theta0]
+    opt = optim.create(name, params, **hp)
+    rule = opt.rule
+    hp_full = opt.hyperparameters(opt.param_groups[0])
+    ref = [np.array(t, copy=True) for t in theta0]
+    ref_state = [rule.init_state(t, hp_full) for t in ref]
+    for step in gs:
+        for p, g in zip(params, step):
+            p._grad = g.copy()
+        opt.step()
+        for t, g, st in zip(ref, step, ref_state):
+            rule.update(t, g, st, hp_full)
+    for p, t, st in zip(params, ref, ref_state):
+        assert p.data.dtype == t.dtype
+        np.testing.assert_array_equal(p.data, t)
+        for k, v in st.items():
+            np.testing.assert_array_equal(opt.state[p][k], v)
+
+
+def test_a_rule_subclass_overriding_update_is_called_per_parameter():
+    calls = []
+
+    class CountingSGD(optim.SGDRule):
+        def update(self, theta, grad, state, hp):
+            calls.append(theta.shape)
+            super().update(theta, grad, state, hp)
+
+    a, b = param(np.ones((2, 3))), param(np.ones(3))
+    opt = optim.Optimizer([a, b], CountingSGD(), lr=0.5, momentum=0.9)
+    a._grad, b._grad = np.full((2, 3), 2.0), np.full(3, 4.0)
+    opt.step()
+    assert calls == [(2, 3), (3,)]
+    np.testing.assert_array_equal(a.data, np.zeros((2, 3)))          # 1 - 0.5 * 2 (first step: buf = grad)
+    np.testing.assert_array_equal(b.data, np.full(3, -1.0))          # 1 - 0.5 * 4

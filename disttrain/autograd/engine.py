@@ -47,20 +47,30 @@ def backward(roots, grads=None, retain_graph=False):
     leaves = {}          # leaf -> [leaf, edges still to visit, summed gradient] (hashed by identity)
     stack = []
     leaf_roots = False
-    for k, root in enumerate(roots):
+    k = -1
+    for root in roots:
+        k += 1
         if not root.requires_grad:
             raise RuntimeError(f"element {k} of tensors does not require grad and does not have a grad_fn")
-        g = _seed(root, grads[k])
+        g = grads[k]
+        data = root.data
+        if g is None and data.size == 1:      # the usual scalar loss: _seed's first case, inline
+            g = _ones_like_scalar(data)
+        else:
+            g = _seed(root, g)
         node = root._node
         if node is None:
             entry = leaves.setdefault(root, [root, 0, None])
             entry[2] = g if entry[2] is None else entry[2] + g
             leaf_roots = True
             continue
-        if node not in node_grads:
+        slot = node_grads.get(node)
+        if slot is None:
             stack.append(node)
-        _accumulate(node_grads, node, root._out_index, g)
-    g = None   # the seeds now live only in node_grads and leaves
+            slot = node_grads[node] = [None] * len(node.out_meta)
+        i = root._out_index
+        slot[i] = g if slot[i] is None else slot[i] + g
+    g = slot = None   # the seeds now live only in node_grads and leaves
 
     nodes = _collect(stack, leaves)
 
@@ -75,11 +85,31 @@ def backward(roots, grads=None, retain_graph=False):
         for node in nodes:
             out_grads = node_grads.pop(node, None)
             # in_grads is None when nothing flowed here: still account for the edges.
-            in_grads = None if out_grads is None else _call_backward(node, out_grads)
-            out_grads = None     # drop our references: lets a leaf steal the array
+            if out_grads is None:
+                in_grads = None
+            elif len(out_grads) == 1 and not node.pre_hooks:
+                # The common case inline (one output, no hooks): _call_backward without the call.
+                res = node.fn.backward(node, out_grads[0])
+                out_grads = None     # drop our references: lets a leaf steal the array
+                in_grads = list(res) if type(res) is tuple or type(res) is list else [res]
+                res = None
+                if len(in_grads) != len(node.inputs):
+                    _wrong_count(node, in_grads)
+            else:
+                in_grads = _call_backward(node, out_grads)
+                out_grads = None
+            inputs = node.inputs
             if not retain_graph:
-                node.release()
-            for k, inp in enumerate(node.inputs):
+                # node.release() inline; then drop the edges too: a held loss tensor must
+                # not keep every activation of its graph alive (as PyTorch frees them).
+                node.released = True
+                node._saved = ()
+                if node.__dict__:
+                    node.__dict__.clear()
+                node.inputs = ()
+            k = -1
+            for inp in inputs:
+                k += 1
                 if inp is None:
                     continue
                 g = None
@@ -101,12 +131,15 @@ def backward(roots, grads=None, retain_graph=False):
                     if entry[1] == 0:
                         _finish_leaf(entry)
                 elif g is not None:
-                    _accumulate(node_grads, parent, inp._out_index, g)
-                    g = None
-            if not retain_graph:
-                # Drop the edges too: a held loss tensor must not keep every
-                # activation of its graph alive (as PyTorch frees them).
-                node.inputs = ()
+                    # (_accumulate inline; slot and g cleared at once so that no local of this
+                    # function keeps a gradient list alive after its node has consumed it)
+                    slot = node_grads.get(parent)
+                    if slot is None:
+                        slot = node_grads[parent] = [None] * len(parent.out_meta)
+                    i = inp._out_index
+                    slot[i] = g if slot[i] is None else slot[i] + g
+                    g = slot = None
+            inputs = in_grads = None
         callbacks = _callbacks
         # Callbacks may queue further callbacks; run until none are left.
         while callbacks:
@@ -143,7 +176,8 @@ def _collect(stack, leaves):
                 seen.add(parent)
                 stack.append(parent)
     # Decreasing creation order is a topological order (a node is made after its inputs').
-    nodes.sort(key=_seq, reverse=True)
+    if len(nodes) > 1:
+        nodes.sort(key=_seq, reverse=True)
     return nodes
 
 
@@ -167,6 +201,19 @@ def _refs_held_by_one_local():
 _STEALABLE_REFS = _refs_held_by_one_local()
 
 
+_SEED_ONES = {}      # (shape, dtype) -> a one-element array of ones; seeds are copies of it
+
+
+def _ones_like_scalar(data):
+    """A fresh writeable array of ones shaped like the one-element ``data`` (a copy of a cached
+    template: half the cost of np.empty + fill)."""
+    key = (data.shape, data.dtype)
+    one = _SEED_ONES.get(key)
+    if one is None:
+        one = _SEED_ONES[key] = np.ones(data.shape, data.dtype)
+    return one.copy()
+
+
 def _seed(root, g):
     data = root.data
     if g is None:
@@ -174,9 +221,7 @@ def _seed(root, g):
             raise RuntimeError(
                 f"grad can be implicitly created only for scalar outputs; backward() on a tensor of "
                 f"shape {data.shape} needs a gradient argument of that shape")
-        g = np.empty(data.shape, data.dtype)
-        g.fill(1)
-        return g
+        return _ones_like_scalar(data)
     g = np.array(getattr(g, "data", g), dtype=data.dtype, copy=True)
     if g.shape != data.shape:
         raise RuntimeError(f"backward(): gradient shape {g.shape} does not match tensor shape {data.shape}")
@@ -204,12 +249,16 @@ def _call_backward(node, out_grads):
         res = list(res)
     else:
         res = [res]
-    n = len(node.inputs)
-    if len(res) != n:
-        raise RuntimeError(
-            f"{node.fn.__name__}.backward returned {len(res)} gradient{'s' if len(res) != 1 else ''} "
-            f"for {n} input{'s' if n != 1 else ''}")
+    if len(res) != len(node.inputs):
+        _wrong_count(node, res)
     return res
+
+
+def _wrong_count(node, res):
+    n = len(node.inputs)
+    raise RuntimeError(
+        f"{node.fn.__name__}.backward returned {len(res)} gradient{'s' if len(res) != 1 else ''} "
+        f"for {n} input{'s' if n != 1 else ''}")
 
 
 def _conform(g, want, node, k):
@@ -245,7 +294,8 @@ def _finish_leaf(entry):
             g = np.array(g, copy=True, order="C")
         leaf._grad = g
     else:
-        np.add(leaf._grad, g, out=leaf._grad)
+        acc = leaf._grad
+        np.add(acc, g, acc)          # (out positional: the keyword costs a parse per call)
     if leaf._post_hooks:
         for hook in list(leaf._post_hooks):
             hook(leaf)

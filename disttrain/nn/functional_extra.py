@@ -13,7 +13,7 @@ def check_same_float_dtype(op, input, weight):
     silently computing in the wider type."""
     a = getattr(input, "dtype", None)
     b = getattr(weight, "dtype", None)
-    if a is None or b is None:
+    if a is b or a is None or b is None:      # (numpy's dtype objects: the same one per builtin type)
         return
     a, b = np.dtype(a), np.dtype(b)
     if a != b and a.kind == "f" and b.kind == "f":

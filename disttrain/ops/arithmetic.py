@@ -23,8 +23,13 @@ class Add(Function):
     @staticmethod
     def backward(ctx, g):
         ta, tb = ctx.inputs
-        return (None if ta is None else unbroadcast(g, ta.data.shape),
-                None if tb is None else unbroadcast(g, tb.data.shape))
+        ga = gb = None
+        # (shape checks inline: without broadcasting, unbroadcast would return g itself)
+        if ta is not None:
+            ga = g if g.shape == ta.data.shape else unbroadcast(g, ta.data.shape)
+        if tb is not None:
+            gb = g if g.shape == tb.data.shape else unbroadcast(g, tb.data.shape)
+        return ga, gb
 
 
 class Sub(Function):
@@ -55,8 +60,16 @@ class Mul(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         ta, tb = ctx.inputs
-        return (None if ta is None else unbroadcast(g * b, ta.data.shape),
-                None if tb is None else unbroadcast(g * a, tb.data.shape))
+        ga = gb = None
+        if ta is not None:
+            ga = g * b
+            if ga.shape != ta.data.shape:
+                ga = unbroadcast(ga, ta.data.shape)
+        if tb is not None:
+            gb = g * a
+            if gb.shape != tb.data.shape:
+                gb = unbroadcast(gb, tb.data.shape)
+        return ga, gb
 
 
 class Div(Function):

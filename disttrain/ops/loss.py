@@ -7,7 +7,7 @@ each row's log-sum-exp (N floats), and backward writes
 import numpy as np
 
 from ..autograd.function import Function
-from ._arrays import contiguous, kernel_dtype, lazy_kernels
+from ._arrays import KERNEL_DTYPES, contiguous, kernel_dtype, lazy_kernels
 
 S = lazy_kernels("softmax")
 from ._util import unbroadcast, shape_of
@@ -46,20 +46,29 @@ class CrossEntropy(Function):
             raise ValueError(
                 f"cross_entropy: expected logits (N, C) with integer labels (N,), or (N, C, d1, ...) with labels "
                 f"(N, d1, ...), got logits of shape {logits.shape} and labels of shape {labels.shape}")
-        if not np.issubdtype(lab.dtype, np.integer):
+        if lab.dtype.kind not in "iu":      # (np.issubdtype costs a microsecond: kind says the same)
             raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {lab.dtype}")
-        dt = kernel_dtype(logits)
+        dt = logits.dtype if logits.dtype in KERNEL_DTYPES else kernel_dtype(logits)
         x2 = contiguous(x2, dt)
         lab = contiguous(lab, np.int64)
-        ignored = lab == ignore_index
-        keep = None
-        if ignored.any():        # the kernel sees class 0 there; the row's loss and gradient are zeroed
-            keep = ~ignored
-            lab = np.where(ignored, 0, lab)
         n, c = x2.shape
         losses = np.empty(n, np.float64)
         lse = np.empty(n, np.float64)
-        bad = S.cross_entropy_forward(x2, lab, losses, lse) if c else (0 if n else -1)
+        keep = None
+        kernel = S.cross_entropy_forward if c else None
+        # An ignore_index outside [0, C) (the default -100) is a label the kernel reports as out of
+        # range: then run it at once and mask only when it stops at such a label (saves the
+        # comparison pass over the labels in the usual case of none ignored).
+        may_ignore = 0 <= ignore_index < c
+        if not may_ignore:
+            bad = kernel(x2, lab, losses, lse) if c else (0 if n else -1)
+            may_ignore = bad >= 0 and lab[bad] == ignore_index
+        if may_ignore:
+            ignored = lab == ignore_index
+            if ignored.any():    # the kernel sees class 0 there; the row's loss and gradient are zeroed
+                keep = ~ignored
+                lab = np.where(ignored, 0, lab)
+            bad = kernel(x2, lab, losses, lse) if c else (0 if n else -1)
         if bad >= 0:
             raise ValueError(f"cross_entropy: label {int(lab[bad])} (sample {bad}) is out of range "
                              f"for {c} classes (logits of shape {logits.shape})")
@@ -79,7 +88,7 @@ class CrossEntropy(Function):
             if logits.ndim == 1:
                 return out.reshape(())
             return out.reshape(labels.shape)
-        total = losses.sum()
+        total = np.add.reduce(losses)        # (losses.sum() without its Python wrapper)
         if reduction == "mean":
             total = total / count if count else np.nan
         return np.asarray(total, dtype=dt)
@@ -92,7 +101,8 @@ class CrossEntropy(Function):
             scale = np.ascontiguousarray(g, dtype=np.float64).reshape(n)
         else:
             v = float(g) / ctx.count if ctx.reduction == "mean" else float(g)
-            scale = np.full(n, v)
+            scale = np.empty(n)            # (np.full, without its Python wrapper)
+            scale.fill(v)
         if keep is not None:
             scale = scale * keep
         gin = np.empty_like(x2)

@@ -1,7 +1,8 @@
 """Optimizers built from pluggable UPDATE rules.
 
 ``Optimizer.step()`` calls ``rule.update(theta, grad, state, hp)`` on every
-parameter with a gradient. Built-in rules: "sgd", "adam", "adamw", "rmsprop", "adadelta" (fused
+parameter with a gradient (through ``rule.update_group``, which a rule may
+override to do its per-call setup once per parameter group). Built-in rules: "sgd", "adam", "adamw", "rmsprop", "adadelta" (fused
 Numba kernels; numpy references with ``fused=False``). Register your own with
 `register_rule` and build it by name with `create`.
 """

@@ -1,7 +1,9 @@
 """`Optimizer`: parameter groups and per-parameter state around an UPDATE rule.
 
 ``step()`` hands each parameter's arrays to the rule:
-``rule.update(p.data, p._grad, state[p], group_hyperparameters)``. The
+``rule.update(p.data, p._grad, state[p], group_hyperparameters)``, or rather,
+for the contiguous ones (nearly all), ``rule.update_group`` with the list of
+them, whose default makes exactly those calls in order. The
 gradient is only read, never replaced: under data parallelism it is a view
 into the allreduced bucket.
 """
@@ -77,12 +79,12 @@ class Optimizer:
         return {k: v for k, v in group.items() if k != "params"}
 
     # -- stepping -------------------------------------------------------------
-    def _arrays(self, p, where):
+    def _arrays(self, p, gi, pi):
         """(theta, grad) ready for a rule: theta updated in place, grad only read."""
         theta, grad = p.data, p._grad
         if grad.shape != theta.shape:
             raise ValueError(f"{self._label()}.step: gradient shape {grad.shape} does not match parameter "
-                             f"shape {theta.shape} ({where})")
+                             f"shape {theta.shape} (parameter {pi} of group {gi})")
         if grad.dtype != theta.dtype:
             grad = grad.astype(theta.dtype)       # a copy; p._grad itself is left alone
         return theta, grad
@@ -94,21 +96,36 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         update = self.rule.update if self.fused else self.rule.reference
+        update_group = getattr(self.rule, "update_group", None) if self.fused else None
+        states = self.state
         for gi, group in enumerate(self.param_groups):
             hp = self.hyperparameters(group)
-            for pi, p in enumerate(group["params"]):
-                if p._grad is None:
+            ready = []           # (theta, grad, state) for update_group, in parameter order
+            pi = -1
+            for p in group["params"]:
+                pi += 1
+                grad = p._grad
+                if grad is None:
                     continue
-                theta, grad = self._arrays(p, f"parameter {pi} of group {gi}")
-                state = self.state.get(p)
+                theta = p.data
+                # (the usual case, same shape and dtype, checked inline; _arrays says what is wrong or casts)
+                if grad.dtype is not theta.dtype or grad.shape != theta.shape:
+                    theta, grad = self._arrays(p, gi, pi)
+                state = states.get(p)
                 if state is None:
-                    state = self.state[p] = self.rule.init_state(theta, hp)
-                if theta.flags.c_contiguous and theta.flags.writeable:
-                    update(theta, grad, state, hp)
+                    state = states[p] = self.rule.init_state(theta, hp)
+                flags = theta.flags
+                if flags.c_contiguous and flags.writeable:
+                    if update_group is not None:
+                        ready.append((theta, grad, state))
+                    else:
+                        update(theta, grad, state, hp)
                 else:  # rules (and kernels) work on contiguous arrays; write the result back
                     work = np.ascontiguousarray(theta)
                     update(work, np.ascontiguousarray(grad), state, hp)
                     theta[...] = work
+            if ready:
+                update_group(ready, hp)
         return loss
 
     def zero_grad(self, set_to_none=True):
