@@ -16,16 +16,11 @@ an odd size) is dropped. Tile t = (b*th + ty)*tw + tx within a block.
 The matrices (d a 4x4 input patch, m a 4x4 product tile):
     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]   V = B^T d B
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]                                 Y = A^T m A
-Every transform is separable, so each kernel does one pass along the image
-rows (contiguous) into a few row buffers, then one pass across the row of
-tiles, reading/writing the tile streams of V or M (unit stride in t) with
-stride-2 accesses into the row buffers.
-
-A row has few tiles (tw = 6 or 12 in the benchmarks), too short for LLVM's
-vectoriser: written as plain loops over one row of tiles, every transform ran
-as scalar code (4-6 ms each for conv 32->64 26x26 batch 64). So each one is
-split into a short-loop part on the smaller side and a long-loop part on the
-16-stream side, which LLVM vectorises:
+Every transform is separable, but a row has few tiles (tw = 6 or 12 in the
+benchmarks), too short for LLVM's vectoriser: written as plain loops over one
+row of tiles, every transform ran as scalar code (4-6 ms each for conv
+32->64 26x26 batch 64). So each is split into a short-loop part on the
+smaller side and a long-loop part on the 16-stream side, which vectorises:
 - input: per padded input row, the horizontal transform d B of its tiles into
   H[row parity, j] planes of (th+1, tw) (short loops, input-sized); then the
   vertical one, V[4i+j][t] from H[., j] at t and t + tw (one loop over the
@@ -34,6 +29,11 @@ split into a short-loop part on the smaller side and a long-loop part on the
   Q[2a+b][t] = y[2ty+a, 2tx+b] (one long loop), then interleaved into y rows.
 - the adjoints mirror these two. Every input row / output element is written
   exactly once (no zeroing, no accumulation into memory).
+Two measured traps: a row view (``y[b, o, yy]``) in the short loops costs a
+reference-count update, more than copying a 12-element row (2.5x slower
+output transforms; plain indices there); and a long loop with 16 output and
+4 input streams exceeds LLVM's runtime alias-check budget and stays scalar,
+so output_transform_adjoint writes its 16 streams in two loops of 8.
 Inputs are C-contiguous float32/float64.
 """
 import numpy as np
@@ -42,9 +42,8 @@ from ._jit import kernel
 
 
 @kernel
-def input_transform(x, ph, pw, th, tw, v, off):
-    """v[:, :, off:off + B*th*tw] (v: (16, C, T)) <- B^T d B for every 4x4 input patch d of x
-    (B, C, H, W). ``off``: where this block's tiles start (V kept for the whole batch)."""
+def input_transform(x, ph, pw, th, tw, v):
+    """v (16, C, >= B*th*tw) <- B^T d B for every 4x4 input patch d of x (B, C, H, W)."""
     nb, nc, h, w = x.shape
     p = th * tw
     rowbuf = np.zeros(2 * tw + 2, x.dtype)      # a padded input row; only [pw, pw + w) is written
@@ -71,7 +70,7 @@ def input_transform(x, ph, pw, th, tw, v, off):
                     for j in range(4):
                         for tx in range(tw):
                             hh[pr, j, base + tx] = 0
-            t0 = off + b * p
+            t0 = b * p
             for j in range(4):
                 # rows 2ty .. 2ty+3 of tile t: H[0, j][t], H[1, j][t], H[0, j][t + tw], H[1, j][t + tw]
                 he = hh[0, j]
@@ -184,8 +183,7 @@ def output_transform(m, bias, th, tw, y):
             q1[t] = s01 - s02 - s03 + bo
             q2[t] = s10 + s11 + s12 + bo
             q3[t] = s11 - s12 - s13 + bo
-        # interleave into y rows; plain indices, no row views: a view costs a reference count
-        # update, which on these 12-element rows measured more than the copy itself
+        # interleave into y rows; plain indices, no row views (see the module docstring)
         half = ow // 2
         for b in range(nb):
             for ty in range(th):
@@ -256,7 +254,7 @@ def output_transform_adjoint(g, th, tw, dm):
         m14 = dm[14, o, :n]
         m15 = dm[15, o, :n]
         # two loops of 8 output streams: with all 16 (and the 4 inputs) LLVM's runtime alias checks
-        # exceed its limit and the loop stays scalar (measured 2x slower)
+        # exceed its budget and the loop stays scalar
         for t in range(n):
             # u = A g (rows u0 = g0, u1 = g0 + g1, u2 = g0 - g1, u3 = -g1), dm row i = u_i A^T =
             # (u_i0, u_i0 + u_i1, u_i0 - u_i1, -u_i1)

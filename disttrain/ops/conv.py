@@ -5,6 +5,10 @@ im2col (a Numba kernel, disttrain/kernels/conv.py) turns each sample into a
 BLAS GEMMs that read and write NCHW directly (no reordering copies), and
 col2im scatters the columns' gradient back onto the input. The columns are
 kept from forward for the weight gradient.
+
+3x3 stride-1 convolutions with enough channels (use_winograd) take the
+Winograd F(2x2, 3x3) path instead (disttrain/kernels/winograd.py; the why and
+the numbers are at WINOGRAD below).
 """
 import numpy as np
 
@@ -144,30 +148,33 @@ class _Columns:
         return cols
 
 
-# ---- Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions -------------------------------------------
+# ---- Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray 2015) ---------------------
 #
 # Why: the im2col path's three GEMMs alone cost ~22.5 of its ~31 ms on conv 32->64 26x26 batch 64
-# (180 GFLOP/s sgemm), about PyTorch's whole time. Winograd F(2x2, 3x3) computes each 2x2 output
-# tile from a 4x4 input tile with 16 multiplies per (in, out) channel pair instead of 36: the GEMM
-# part shrinks 2.25x, and the GEMMs become 16 independent (O x C) @ (C x T) products over tiles T
-# -- for the forward, the weight gradient (dM @ V^T) and the input gradient (U^T @ dM) alike.
-# Cost: the transforms (disttrain/kernels/winograd.py): B^T d B of each input tile (4x the input's
-# size written), A^T m A of each product tile (4x the output's size read), and their adjoints in
-# backward, all adds only; U = G W G^T per (o, c) is a few microseconds. They are memory-bound
-# passes over data four times the activations, so the path pays only with enough channels to
-# amortise them against the GEMMs (see use_winograd). Accuracy: G's entries (1, 0.5) and B's, A's
-# (0, +-1) are exact in binary, so the error is only the sums' rounding, a few times larger than
-# direct convolution's: measured max relative error vs a float64 reference <= 3e-7 in float32 (the
-# im2col path: ~1e-7) and ~1e-16 in float64.
+# (180 GFLOP/s sgemm), about PyTorch's whole time, so no im2col variant can beat it. Winograd
+# F(2x2, 3x3) computes each 2x2 output tile from a 4x4 input tile with 16 multiplies per (in, out)
+# channel pair instead of 36: the GEMM part shrinks 2.25x. The GEMMs are 16 independent
+# (O x C) @ (C x T) products over the tiles T, one batched np.matmul per block, for the forward
+# (M = U V), the weight gradient (dU = dM V^T) and the input gradient (dV = U^T dM) alike.
+# Cost: the transforms (disttrain/kernels/winograd.py), adds only: B^T d B of every input tile
+# (writes 4x the input's size), A^T m A of every product tile (reads 4x the output's size), and
+# their adjoints in backward; the input one runs twice (V recomputed for dU). Measured on conv
+# 32->64 26x26 batch 64: ~3 ms each for the input transform and its adjoint, ~2-3.5 ms for the
+# output ones, ~13 ms for the GEMMs (the dU one slowest, its K is only a block's tiles), ~25 ms
+# in all against im2col's ~31; the weight transforms (U = G W G^T, dW = G^T dU G) are ~0.1 ms.
+# Accuracy: G's entries (1, 1/2) and B's, A's (0, +-1) are exact in binary, so the only error is
+# the sums' rounding: max relative error against a float64 im2col reference, output / dX / dW,
+# float32 2e-7 / 3e-7 / 4.4e-7 (im2col in float32: 5.7e-7 / 2.2e-7 / 3.2e-7) on 32->64 26x26,
+# float64 <= 1.2e-15.
 #
 # Blocks: the batch runs in blocks of images whose V (16, C, T) and M (16, O, T) fit in
-# WINOGRAD_BLOCK_BYTES (the L2 cache), through reused buffers; backward recomputes V per block
-# rather than keeping the batch's (4x the input's size) from forward.
+# WINOGRAD_BLOCK_BYTES (the L2 cache), through reused buffers. Backward recomputes V per block:
+# keeping the whole batch's (4x the input's size) from forward measured no faster (+-0.5 ms), nor
+# did larger blocks for backward's GEMMs (2-8 MB).
 
 WINOGRAD = "auto"           # True: every 3x3 stride-1 conv; False: never (the tests force both ways)
-WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_BLOCK_BYTES = 1024 * 1024
-WINOGRAD_KEEP_BYTES = 0
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -178,8 +185,10 @@ def use_winograd(c, o, kh, kw, sh, sw):
         return False
     if WINOGRAD is True:
         return True
-    # measured: conv 1->32 is 0.4x PyTorch by im2col (its GEMMs are cheap); the transforms pay
-    # only once both channel counts give the GEMMs enough work
+    # The transforms pay only once both channel counts give the GEMMs enough work. Measured fwd+bwd,
+    # batch 64, Winograd / im2col time: 3->16 on 32x32 1.16 (and conv 1->32, no input gradient, is
+    # already 0.4x PyTorch by im2col); 8->16 on 28x28 0.72, 16->8 0.75, 16->16 on 8x8 0.94,
+    # 32->32 on 8x8 0.70, 64->64 on 6x6 0.51, 128->128 on 8x8 0.61, 32->64 on 26x26 ~0.8.
     return c >= WINOGRAD_MIN_CHANNELS and o >= WINOGRAD_MIN_CHANNELS
 
 
@@ -219,28 +228,24 @@ def _winograd_forward(ctx, xc, wc, bc, ph, pw, oh, ow):
     p = th * tw
     u = _weight_transform(wc)
     nb = _block_images(n, c, o, p, dt.itemsize)
-    keep = 16 * c * n * p * dt.itemsize <= WINOGRAD_KEEP_BYTES
-    v = np.empty((16, c, (n if keep else nb) * p), dt)
+    v = np.empty((16, c, nb * p), dt)
     m = np.empty((16, o, nb * p), dt)
     out = np.empty((n, o, oh, ow), dt)
     bias = bc if bc is not None else np.zeros(o, dt)
     for i in range(0, n, nb):
         j = min(n, i + nb)
-        lo, hi = (i * p, j * p) if keep else (0, (j - i) * p)
-        KW.input_transform(xc[i:j], ph, pw, th, tw, v, lo)
-        np.matmul(u, v[:, :, lo:hi], out=m[:, :, :hi - lo])
+        t = (j - i) * p
+        KW.input_transform(xc[i:j], ph, pw, th, tw, v)
+        np.matmul(u, v[:, :, :t], out=m[:, :, :t])       # M_xi = U_xi @ V_xi, 16 GEMMs
         KW.output_transform(m, bias, th, tw, out[i:j])
     ctx.save_for_backward(xc, u)
-    ctx.kept_v = v if keep else None
-    ctx.winograd = (wc.shape, ph, pw, oh, ow, nb)
+    ctx.winograd = (wc.shape, ph, pw, oh, ow)
     return out
 
 
 def _winograd_backward(ctx, g):
     xc, u = ctx.saved_tensors
-    kept = ctx.kept_v
-    ctx.kept_v = None
-    w_shape, ph, pw, oh, ow, nb = ctx.winograd
+    w_shape, ph, pw, oh, ow = ctx.winograd
     nx, nw, nbias = ctx.needs_input_grad[:3]
     n, c = xc.shape[:2]
     o = w_shape[0]
@@ -248,6 +253,7 @@ def _winograd_backward(ctx, g):
     th, tw = _tiles(oh, ow)
     p = th * tw
     gc = contiguous(g, dt)
+    nb = _block_images(n, c, o, p, dt.itemsize)
     v = np.empty((16, c, nb * p), dt)
     dm = np.empty((16, o, nb * p), dt)
     du = np.zeros((16, o, c), dt) if nw else None
@@ -258,20 +264,14 @@ def _winograd_backward(ctx, g):
         j = min(n, i + nb)
         t = (j - i) * p
         KW.output_transform_adjoint(gc[i:j], th, tw, dm)
-        if nw:                                          # dU_xi += dM_xi @ V_xi^T
-            if kept is not None:
-                vb = kept[:, :, i * p:j * p]
-            else:                                       # V recomputed
-                KW.input_transform(xc[i:j], ph, pw, th, tw, v, 0)
-                vb = v[:, :, :t]
-            np.matmul(dm[:, :, :t], vb.transpose(0, 2, 1), out=part)
+        if nw:                                          # dU_xi += dM_xi @ V_xi^T, V recomputed
+            KW.input_transform(xc[i:j], ph, pw, th, tw, v)
+            np.matmul(dm[:, :, :t], v[:, :, :t].transpose(0, 2, 1), out=part)
             du += part
         if nx:                                          # dV_xi = U_xi^T @ dM_xi, folded onto dX
             np.matmul(ut, dm[:, :, :t], out=v[:, :, :t])
             KW.input_transform_adjoint(v, ph, pw, th, tw, gx[i:j])
-    gw = None
-    if nw:
-        gw = _weight_transform_adjoint(du, w_shape)
+    gw = _weight_transform_adjoint(du, w_shape) if nw else None
     gb = gc.sum(axis=(0, 2, 3)) if nbias else None
     return gx, gw, gb, None, None
 
