@@ -69,6 +69,10 @@ def test_transform_kernels_match_numpy_and_adjoints_are_exact(shape, dtype):
     np.testing.assert_allclose(v[:, :, :t], ref_input_transform(x.astype(float), ph, pw, th, tw),
                                rtol=tol, atol=tol)
     assert np.isnan(v[:, :, t:]).all()
+    vt = np.full((16, t + 2, c), np.nan, dtype)                    # the transposed variant
+    KW.input_transform_t(x, ph, pw, th, tw, vt)
+    np.testing.assert_array_equal(vt[:, :t], v[:, :, :t].transpose(0, 2, 1))
+    assert np.isnan(vt[:, t:]).all()
     # output transform with bias, every output element written
     m = randn(16, o, t).astype(dtype)
     bias = randn(o).astype(dtype)

@@ -91,6 +91,55 @@ def input_transform(x, ph, pw, th, tw, v):
 
 
 @kernel
+def input_transform_t(x, ph, pw, th, tw, vt):
+    """vt (16, >= B*th*tw, C) <- V transposed: vt[xi, t, c] = v[xi, c, t] of input_transform.
+
+    For the weight gradient dU_xi = dM_xi @ V_xi^T: OpenBLAS runs that product 1.5-1.8x faster
+    with V^T contiguous than through the transposed view of V (measured 2.9 vs 5.3 ms per batch
+    on conv 32->64 26x26), and this kernel is no slower than input_transform: the horizontal
+    pass writes H channel-minor (scalar either way), and the vertical one is then a loop over
+    the channels, writing rows of vt."""
+    nb, nc, h, w = x.shape
+    p = th * tw
+    rowbuf = np.zeros(2 * tw + 2, x.dtype)
+    hh = np.empty((8, (th + 1) * tw, nc), x.dtype)    # H[4 * parity + j, tile, c]
+    for b in range(nb):
+        for c in range(nc):
+            for y in range(2 * th + 2):
+                yy = y - ph
+                r0 = 4 * (y & 1)
+                base = (y >> 1) * tw
+                if 0 <= yy < h:
+                    for k in range(w):
+                        rowbuf[pw + k] = x[b, c, yy, k]
+                    for tx in range(tw):
+                        e0 = rowbuf[2 * tx]
+                        e1 = rowbuf[2 * tx + 1]
+                        e2 = rowbuf[2 * tx + 2]
+                        e3 = rowbuf[2 * tx + 3]
+                        hh[r0, base + tx, c] = e0 - e2
+                        hh[r0 + 1, base + tx, c] = e1 + e2
+                        hh[r0 + 2, base + tx, c] = e2 - e1
+                        hh[r0 + 3, base + tx, c] = e1 - e3
+                else:
+                    for j in range(4):
+                        for tx in range(tw):
+                            hh[r0 + j, base + tx, c] = 0
+        t0 = b * p
+        for j in range(4):
+            for t in range(p):
+                for c in range(nc):
+                    d0 = hh[j, t, c]
+                    d1 = hh[4 + j, t, c]
+                    d2 = hh[j, t + tw, c]
+                    d3 = hh[4 + j, t + tw, c]
+                    vt[j, t0 + t, c] = d0 - d2
+                    vt[4 + j, t0 + t, c] = d1 + d2
+                    vt[8 + j, t0 + t, c] = d2 - d1
+                    vt[12 + j, t0 + t, c] = d1 - d3
+
+
+@kernel
 def input_transform_adjoint(dv, ph, pw, th, tw, gx):
     """gx (B, C, H, W) <- the sum of B dV B^T over every tile of dv (16, C, >= B*th*tw), at the tile's
     input patch (the parts in the padding dropped). gx is overwritten."""

@@ -168,9 +168,10 @@ class _Columns:
 # float64 <= 1.2e-15.
 #
 # Blocks: the batch runs in blocks of images whose V (16, C, T) and M (16, O, T) fit in
-# WINOGRAD_BLOCK_BYTES (the L2 cache), through reused buffers. Backward recomputes V per block:
-# keeping the whole batch's (4x the input's size) from forward measured no faster (+-0.5 ms), nor
-# did larger blocks for backward's GEMMs (2-8 MB).
+# WINOGRAD_BLOCK_BYTES (the L2 cache), through reused buffers. Backward recomputes V per block, as
+# V^T (16, T, C) so that dU = dM @ V^T is a plain row-major GEMM (through a transposed view it ran
+# 1.5-1.8x slower). Keeping the whole batch's V (4x the input's size) from forward measured no
+# faster (+-0.5 ms), nor did larger blocks for backward (2-8 MB).
 
 WINOGRAD = "auto"           # True: every 3x3 stride-1 conv; False: never (the tests force both ways)
 WINOGRAD_MIN_CHANNELS = 8
@@ -254,7 +255,8 @@ def _winograd_backward(ctx, g):
     p = th * tw
     gc = contiguous(g, dt)
     nb = _block_images(n, c, o, p, dt.itemsize)
-    v = np.empty((16, c, nb * p), dt)
+    v = np.empty((16, c, nb * p), dt) if nx else None
+    vt = np.empty((16, nb * p, c), dt) if nw else None
     dm = np.empty((16, o, nb * p), dt)
     du = np.zeros((16, o, c), dt) if nw else None
     part = np.empty((16, o, c), dt) if nw else None
@@ -265,8 +267,8 @@ def _winograd_backward(ctx, g):
         t = (j - i) * p
         KW.output_transform_adjoint(gc[i:j], th, tw, dm)
         if nw:                                          # dU_xi += dM_xi @ V_xi^T, V recomputed
-            KW.input_transform(xc[i:j], ph, pw, th, tw, v)
-            np.matmul(dm[:, :, :t], v[:, :, :t].transpose(0, 2, 1), out=part)
+            KW.input_transform_t(xc[i:j], ph, pw, th, tw, vt)
+            np.matmul(dm[:, :, :t], vt[:, :t], out=part)
             du += part
         if nx:                                          # dV_xi = U_xi^T @ dM_xi, folded onto dX
             np.matmul(ut, dm[:, :, :t], out=v[:, :, :t])
