@@ -149,6 +149,14 @@ def test_winograd_blocks_partial_and_partial_grads(monkeypatch):
                 np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
 
 
+def test_empty_batch_both_paths(monkeypatch):
+    x, w, b = np.zeros((0, 8, 6, 6), np.float32), randn(8, 8, 3, 3).astype(np.float32), randn(8)
+    wino, im2col = conv_both_ways(x, w, b.astype(np.float32), 1, monkeypatch)
+    for a, r in zip(wino, im2col):
+        np.testing.assert_array_equal(a, r)
+    assert wino[0].shape == (0, 8, 6, 6) and not wino[2].any()
+
+
 @pytest.mark.parametrize("padding", [0, 1, (2, 1)])
 def test_winograd_gradcheck_float64(padding, monkeypatch):
     monkeypatch.setattr(conv_op, "WINOGRAD", True)

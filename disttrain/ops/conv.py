@@ -131,7 +131,7 @@ class _Columns:
         self.buf = None if self.direct else np.empty((self.group, c * kh * kw, oh * ow), x.dtype)
 
     def groups(self):
-        n, b = self.x.shape[0], self.group
+        n, b = self.x.shape[0], max(self.group, 1)          # an empty batch: no groups
         return [(i, min(i + b, n)) for i in range(0, n, b)]
 
     def of(self, i, j):
