@@ -158,10 +158,13 @@ class _Columns:
 # (M = U V), the weight gradient (dU = dM V^T) and the input gradient (dV = U^T dM) alike.
 # Cost: the transforms (disttrain/kernels/winograd.py), adds only: B^T d B of every input tile
 # (writes 4x the input's size), A^T m A of every product tile (reads 4x the output's size), and
-# their adjoints in backward; the input one runs twice (V recomputed for dU). Measured on conv
-# 32->64 26x26 batch 64: ~3 ms each for the input transform and its adjoint, ~2-3.5 ms for the
-# output ones, ~13 ms for the GEMMs (the dU one slowest, its K is only a block's tiles), ~25 ms
-# in all against im2col's ~31; the weight transforms (U = G W G^T, dW = G^T dU G) are ~0.1 ms.
+# their adjoints in backward; the input one runs twice (V recomputed for dU). Measured (profile,
+# fwd+bwd, batch 64, ms), conv 32->64 26x26: GEMMs 3.7 fwd + 7.2 bwd, input transform 2.9 +
+# 2.8 (recomputed, transposed), its adjoint 3.1, output transform 2.3, its adjoint 1.9: ~24 in
+# all against im2col's ~31-36 in the same run; conv 64->128 14x14: GEMMs 3.3 + 6.6, transforms
+# 2.3 + 1.9 + 2.2 + 1.2 + 1.3: ~19 against ~30. The transforms are bound by their short rows
+# of tiles (6-12 per row; see disttrain/kernels/winograd.py), not by arithmetic. The weight
+# transforms (U = G W G^T, dW = G^T dU G) are ~0.1 ms.
 # Accuracy: G's entries (1, 1/2) and B's, A's (0, +-1) are exact in binary, so the only error is
 # the sums' rounding: max relative error against a float64 im2col reference, output / dX / dW,
 # float32 2e-7 / 3e-7 / 4.4e-7 (im2col in float32: 5.7e-7 / 2.2e-7 / 3.2e-7) on 32->64 26x26,
