@@ -16,24 +16,37 @@ an odd size) is dropped. Tile t = (b*th + ty)*tw + tx within a block.
 The matrices (d a 4x4 input patch, m a 4x4 product tile):
     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]   V = B^T d B
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]                                 Y = A^T m A
-Every transform is separable, but a row has few tiles (tw = 6 or 12 in the
-benchmarks), too short for LLVM's vectoriser: written as plain loops over one
-row of tiles, every transform ran as scalar code (4-6 ms each for conv
-32->64 26x26 batch 64). So each is split into a short-loop part on the
-smaller side and a long-loop part on the 16-stream side, which vectorises:
-- input: per padded input row, the horizontal transform d B of its tiles into
-  H[row parity, j] planes of (th+1, tw) (short loops, input-sized); then the
-  vertical one, V[4i+j][t] from H[., j] at t and t + tw (one loop over the
-  image's th*tw tiles: row 2ty+2 of tile t is row 2ty of tile t + tw).
+Every transform is separable. A row has few tiles (tw = 6 or 12 in the
+benchmarks), too short for LLVM's vectoriser, so each transform is split into
+one pass with short per-row loops and one long loop over all the image's tiles:
+- input: first the vertical pass B^T d, per tile row ty over its four input
+  rows, all columns at once (a loop of ~2tw), into a_i[ty*2tw + K] (row
+  stride 2tw, the tile stride: tile t's four columns are then a_i[2t .. 2t+3]);
+  then the horizontal pass (.) B as one loop over the image's th*tw tiles. Only
+  the last tile of a row reads past its row (columns 2tw, 2tw+1, kept aside
+  in ext): those th tiles are redone after the loop. The transposed variant
+  (V^T for the weight gradient) runs the same passes in the same order, so
+  its values are bit-equal; its adjoint mirrors them (horizontal adjoint as
+  the long loop, then per padded row).
 - output: the 16 M streams of a whole block to the four output phases
-  Q[2a+b][t] = y[2ty+a, 2tx+b] (one long loop), then interleaved into y rows.
-- the adjoints mirror these two. Every input row / output element is written
-  exactly once (no zeroing, no accumulation into memory).
-Two measured traps: a row view (``y[b, o, yy]``) in the short loops costs a
-reference-count update, more than copying a 12-element row (2.5x slower
-output transforms; plain indices there); and a long loop with 16 output and
-4 input streams exceeds LLVM's runtime alias-check budget and stays scalar,
-so output_transform_adjoint writes its 16 streams in two loops of 8.
+  Q[2a+b][t] = y[2ty+a, 2tx+b] (one long loop), then interleaved into y rows;
+  its adjoint mirrors it. Every input row / output element is written exactly
+  once (no zeroing, no accumulation into memory).
+Measured traps (LLVM's loop-vectorize remarks, numba 0.68 on AVX-512):
+- an index whose sign LLVM cannot prove (``a[base + k]`` with ``base`` from
+  the arguments) gets numba's negative-index wraparound select, which makes
+  the access non-affine: the loop stays scalar ("cannot identify array
+  bounds"). Offsets are therefore written ``max(..., 0)`` (no-ops here): that
+  alone took input_transform from 2.5 to 1.1 ms per batch and output_transform
+  from 1.7 to 1.0 (conv 32->64 26x26, batch 64).
+- a row view (``y[b, o, yy]``) in the short loops costs a reference-count
+  update, more than copying a 12-element row (plain indices there).
+- streams that are rows of one 2-D buffer, written in one loop, are
+  "unsafe dependent memory operations" to LLVM; separate allocations are not.
+- a long loop with 16 output and 4 input streams exceeds LLVM's runtime
+  alias-check budget and stays scalar, so output_transform_adjoint writes its
+  16 streams in two loops of 8.
+- explicit 16-wide chunks (to fit VF 16 on a 24-long row) measured no faster.
 Inputs are C-contiguous float32/float64.
 """
 import numpy as np
@@ -46,48 +59,112 @@ def input_transform(x, ph, pw, th, tw, v):
     """v (16, C, >= B*th*tw) <- B^T d B for every 4x4 input patch d of x (B, C, H, W)."""
     nb, nc, h, w = x.shape
     p = th * tw
-    rowbuf = np.zeros(2 * tw + 2, x.dtype)      # a padded input row; only [pw, pw + w) is written
-    hh = np.empty((2, 4, (th + 1) * tw), x.dtype)
+    w2 = max(2 * tw, 0)                      # max(): the wraparound trap (module docstring)
+    kn = min(w, w2 - pw)                     # input columns that land in a_i (the rest in ext)
+    ext = np.zeros((4, th, 2), x.dtype)      # padded columns w2, w2 + 1 of each tile row
+    rb = np.zeros((4, w), x.dtype)           # a tile row's four input rows where some are padding
+    # a_i[ty*w2 + K], the vertical pass, padded column K < w2 of tile row ty (+2: the last tile's
+    # over-read); four allocations, not rows of one buffer (see the module docstring)
+    a0 = np.empty(p * 2 + 2, x.dtype)
+    a1 = np.empty(p * 2 + 2, x.dtype)
+    a2 = np.empty(p * 2 + 2, x.dtype)
+    a3 = np.empty(p * 2 + 2, x.dtype)
     for b in range(nb):
         for c in range(nc):
-            for y in range(2 * th + 2):          # padded rows: H[y % 2, j][(y // 2) * tw + tx]
-                yy = y - ph
-                pr = y & 1
-                base = (y >> 1) * tw
-                if 0 <= yy < h:
-                    for k in range(w):
-                        rowbuf[pw + k] = x[b, c, yy, k]
-                    for tx in range(tw):
-                        e0 = rowbuf[2 * tx]
-                        e1 = rowbuf[2 * tx + 1]
-                        e2 = rowbuf[2 * tx + 2]
-                        e3 = rowbuf[2 * tx + 3]
-                        hh[pr, 0, base + tx] = e0 - e2
-                        hh[pr, 1, base + tx] = e1 + e2
-                        hh[pr, 2, base + tx] = e2 - e1
-                        hh[pr, 3, base + tx] = e1 - e3
+            # vertical pass B^T d over each tile row's four input rows, all columns at once
+            for ty in range(th):
+                y0 = 2 * ty - ph
+                base = max(ty * w2 + pw, 0)          # max(): the wraparound trap (module docstring)
+                if y0 >= 0 and y0 + 3 < h:
+                    for k in range(kn):
+                        d0 = x[b, c, y0, k]
+                        d1 = x[b, c, y0 + 1, k]
+                        d2 = x[b, c, y0 + 2, k]
+                        d3 = x[b, c, y0 + 3, k]
+                        a0[base + k] = d0 - d2
+                        a1[base + k] = d1 + d2
+                        a2[base + k] = d2 - d1
+                        a3[base + k] = d1 - d3
+                    for k in range(kn, w):
+                        d0 = x[b, c, y0, k]
+                        d1 = x[b, c, y0 + 1, k]
+                        d2 = x[b, c, y0 + 2, k]
+                        d3 = x[b, c, y0 + 3, k]
+                        e = k + pw - w2
+                        ext[0, ty, e] = d0 - d2
+                        ext[1, ty, e] = d1 + d2
+                        ext[2, ty, e] = d2 - d1
+                        ext[3, ty, e] = d1 - d3
                 else:
-                    for j in range(4):
-                        for tx in range(tw):
-                            hh[pr, j, base + tx] = 0
+                    for r in range(4):
+                        yy = y0 + r
+                        if 0 <= yy < h:
+                            for k in range(w):
+                                rb[r, k] = x[b, c, yy, k]
+                        else:
+                            for k in range(w):
+                                rb[r, k] = 0
+                    for k in range(kn):
+                        d0 = rb[0, k]
+                        d1 = rb[1, k]
+                        d2 = rb[2, k]
+                        d3 = rb[3, k]
+                        a0[base + k] = d0 - d2
+                        a1[base + k] = d1 + d2
+                        a2[base + k] = d2 - d1
+                        a3[base + k] = d1 - d3
+                    for k in range(kn, w):
+                        d0 = rb[0, k]
+                        d1 = rb[1, k]
+                        d2 = rb[2, k]
+                        d3 = rb[3, k]
+                        e = k + pw - w2
+                        ext[0, ty, e] = d0 - d2
+                        ext[1, ty, e] = d1 + d2
+                        ext[2, ty, e] = d2 - d1
+                        ext[3, ty, e] = d1 - d3
+                for k in range(pw):                          # left padding columns
+                    a0[ty * w2 + k] = 0
+                    a1[ty * w2 + k] = 0
+                    a2[ty * w2 + k] = 0
+                    a3[ty * w2 + k] = 0
+                for k in range(pw + w, w2 + 2):              # right padding columns
+                    if k < w2:
+                        a0[ty * w2 + k] = 0
+                        a1[ty * w2 + k] = 0
+                        a2[ty * w2 + k] = 0
+                        a3[ty * w2 + k] = 0
+                    else:
+                        for i in range(4):
+                            ext[i, ty, k - w2] = 0
+            # horizontal pass (.) B, one long loop over the image's tiles: tile t reads a[2t .. 2t+3],
+            # right for every tile but the last of each row, whose columns 2tw, 2tw+1 are in ext
             t0 = b * p
-            for j in range(4):
-                # rows 2ty .. 2ty+3 of tile t: H[0, j][t], H[1, j][t], H[0, j][t + tw], H[1, j][t + tw]
-                he = hh[0, j]
-                ho = hh[1, j]
-                o0 = v[j, c, t0:t0 + p]
-                o1 = v[4 + j, c, t0:t0 + p]
-                o2 = v[8 + j, c, t0:t0 + p]
-                o3 = v[12 + j, c, t0:t0 + p]
+            for i in range(4):
+                ai = a0 if i == 0 else a1 if i == 1 else a2 if i == 2 else a3
+                o0 = v[4 * i, c, t0:t0 + p]
+                o1 = v[4 * i + 1, c, t0:t0 + p]
+                o2 = v[4 * i + 2, c, t0:t0 + p]
+                o3 = v[4 * i + 3, c, t0:t0 + p]
                 for t in range(p):
-                    d0 = he[t]
-                    d1 = ho[t]
-                    d2 = he[t + tw]
-                    d3 = ho[t + tw]
-                    o0[t] = d0 - d2
-                    o1[t] = d1 + d2
-                    o2[t] = d2 - d1
-                    o3[t] = d1 - d3
+                    e0 = ai[2 * t]
+                    e1 = ai[2 * t + 1]
+                    e2 = ai[2 * t + 2]
+                    e3 = ai[2 * t + 3]
+                    o0[t] = e0 - e2
+                    o1[t] = e1 + e2
+                    o2[t] = e2 - e1
+                    o3[t] = e1 - e3
+                for ty in range(th):
+                    t = ty * tw + tw - 1
+                    e0 = ai[2 * t]
+                    e1 = ai[2 * t + 1]
+                    e2 = ext[i, ty, 0]
+                    e3 = ext[i, ty, 1]
+                    o0[t] = e0 - e2
+                    o1[t] = e1 + e2
+                    o2[t] = e2 - e1
+                    o3[t] = e1 - e3
 
 
 @kernel
@@ -96,47 +173,81 @@ def input_transform_t(x, ph, pw, th, tw, vt):
 
     For the weight gradient dU_xi = dM_xi @ V_xi^T: OpenBLAS runs that product 1.5-1.8x faster
     with V^T contiguous than through the transposed view of V (measured 2.9 vs 5.3 ms per batch
-    on conv 32->64 26x26), and this kernel is no slower than input_transform: the horizontal
-    pass writes H channel-minor (scalar either way), and the vertical one is then a loop over
-    the channels, writing rows of vt."""
+    on conv 32->64 26x26). The same two passes as input_transform, in the same order (so the
+    values are bit-equal), with the intermediate channel-minor: the vertical pass writes it
+    with stride C (scalar), and the horizontal one is then a loop over the channels, writing
+    rows of vt."""
     nb, nc, h, w = x.shape
     p = th * tw
-    rowbuf = np.zeros(2 * tw + 2, x.dtype)
-    hh = np.empty((8, (th + 1) * tw, nc), x.dtype)    # H[4 * parity + j, tile, c]
+    w2 = max(2 * tw, 0)                      # max(): the wraparound trap (module docstring)
+    kn = min(w, w2 - pw)
+    a = np.empty((4, p * 2 + 2, nc), x.dtype)    # a[i, ty*w2 + K, c], as a0..a3 of input_transform
+    ext = np.zeros((4, th, 2, nc), x.dtype)
+    rb = np.zeros((4, w), x.dtype)
     for b in range(nb):
         for c in range(nc):
-            for y in range(2 * th + 2):
-                yy = y - ph
-                r0 = 4 * (y & 1)
-                base = (y >> 1) * tw
-                if 0 <= yy < h:
-                    for k in range(w):
-                        rowbuf[pw + k] = x[b, c, yy, k]
-                    for tx in range(tw):
-                        e0 = rowbuf[2 * tx]
-                        e1 = rowbuf[2 * tx + 1]
-                        e2 = rowbuf[2 * tx + 2]
-                        e3 = rowbuf[2 * tx + 3]
-                        hh[r0, base + tx, c] = e0 - e2
-                        hh[r0 + 1, base + tx, c] = e1 + e2
-                        hh[r0 + 2, base + tx, c] = e2 - e1
-                        hh[r0 + 3, base + tx, c] = e1 - e3
-                else:
-                    for j in range(4):
-                        for tx in range(tw):
-                            hh[r0 + j, base + tx, c] = 0
+            for ty in range(th):
+                y0 = 2 * ty - ph
+                base = max(ty * w2 + pw, 0)
+                for r in range(4):
+                    yy = y0 + r
+                    if 0 <= yy < h:
+                        for k in range(w):
+                            rb[r, k] = x[b, c, yy, k]
+                    else:
+                        for k in range(w):
+                            rb[r, k] = 0
+                for k in range(kn):
+                    d0 = rb[0, k]
+                    d1 = rb[1, k]
+                    d2 = rb[2, k]
+                    d3 = rb[3, k]
+                    a[0, base + k, c] = d0 - d2
+                    a[1, base + k, c] = d1 + d2
+                    a[2, base + k, c] = d2 - d1
+                    a[3, base + k, c] = d1 - d3
+                for k in range(kn, w):
+                    d0 = rb[0, k]
+                    d1 = rb[1, k]
+                    d2 = rb[2, k]
+                    d3 = rb[3, k]
+                    e = k + pw - w2
+                    ext[0, ty, e, c] = d0 - d2
+                    ext[1, ty, e, c] = d1 + d2
+                    ext[2, ty, e, c] = d2 - d1
+                    ext[3, ty, e, c] = d1 - d3
+                for k in range(pw):
+                    for i in range(4):
+                        a[i, ty * w2 + k, c] = 0
+                for k in range(pw + w, w2 + 2):
+                    for i in range(4):
+                        if k < w2:
+                            a[i, ty * w2 + k, c] = 0
+                        else:
+                            ext[i, ty, k - w2, c] = 0
         t0 = b * p
-        for j in range(4):
+        for i in range(4):
             for t in range(p):
                 for c in range(nc):
-                    d0 = hh[j, t, c]
-                    d1 = hh[4 + j, t, c]
-                    d2 = hh[j, t + tw, c]
-                    d3 = hh[4 + j, t + tw, c]
-                    vt[j, t0 + t, c] = d0 - d2
-                    vt[4 + j, t0 + t, c] = d1 + d2
-                    vt[8 + j, t0 + t, c] = d2 - d1
-                    vt[12 + j, t0 + t, c] = d1 - d3
+                    e0 = a[i, 2 * t, c]
+                    e1 = a[i, 2 * t + 1, c]
+                    e2 = a[i, 2 * t + 2, c]
+                    e3 = a[i, 2 * t + 3, c]
+                    vt[4 * i, t0 + t, c] = e0 - e2
+                    vt[4 * i + 1, t0 + t, c] = e1 + e2
+                    vt[4 * i + 2, t0 + t, c] = e2 - e1
+                    vt[4 * i + 3, t0 + t, c] = e1 - e3
+            for ty in range(th):
+                t = ty * tw + tw - 1
+                for c in range(nc):
+                    e0 = a[i, 2 * t, c]
+                    e1 = a[i, 2 * t + 1, c]
+                    e2 = ext[i, ty, 0, c]
+                    e3 = ext[i, ty, 1, c]
+                    vt[4 * i, t0 + t, c] = e0 - e2
+                    vt[4 * i + 1, t0 + t, c] = e1 + e2
+                    vt[4 * i + 2, t0 + t, c] = e2 - e1
+                    vt[4 * i + 3, t0 + t, c] = e1 - e3
 
 
 @kernel
@@ -145,47 +256,58 @@ def input_transform_adjoint(dv, ph, pw, th, tw, gx):
     input patch (the parts in the padding dropped). gx is overwritten."""
     nb, nc, h, w = gx.shape
     p = th * tw
-    dh = np.empty((2, 4, (th + 1) * tw), dv.dtype)
-    rowg = np.empty(2 * tw + 2, dv.dtype)
+    w2 = max(2 * tw, 0)                      # max(): the wraparound trap (module docstring)
+    kn = min(w, w2 - pw)
+    # da_i: the adjoint of input_transform's a_i, row s of tile rows at (s + 1) * w2, with a zero
+    # row before the first and after the last (the vertical adjoint reads rows s and s - 1)
+    da = np.zeros((4, (th + 2) * w2), dv.dtype)
+    da0 = da[0]
+    da1 = da[1]
+    da2 = da[2]
+    da3 = da[3]
+    ext = np.zeros((4, th + 2, 2), dv.dtype)     # padded columns w2, w2 + 1, rows as da's
     for b in range(nb):
+        t0 = b * p
         for c in range(nc):
-            t0 = b * p
-            for j in range(4):
-                # adjoint of the vertical pass: B^T's columns (1,0,0,0), (0,1,-1,1), (-1,1,1,0), (0,0,0,-1)
-                de = dh[0, j]
-                do = dh[1, j]
-                v0 = dv[j, c, t0:t0 + p]
-                v1 = dv[4 + j, c, t0:t0 + p]
-                v2 = dv[8 + j, c, t0:t0 + p]
-                v3 = dv[12 + j, c, t0:t0 + p]
-                for t in range(p):
-                    de[t] = v0[t]
-                    do[t] = v1[t] - v2[t] + v3[t]
-                for t in range(p, p + tw):
-                    de[t] = 0
-                    do[t] = 0
-                for t in range(p):
-                    de[t + tw] += v1[t] + v2[t] - v0[t]
-                    do[t + tw] -= v3[t]
-            for y in range(2 * th + 2):
-                yy = y - ph
-                if yy < 0 or yy >= h:
-                    continue
-                pr = y & 1
-                base = (y >> 1) * tw
-                # adjoint of the horizontal pass, overlapping tiles summed: column 2k gets this tile's
-                # dH0 and the previous tile's -dH0 + dH1 + dH2; column 2k+1 this tile's dH1 - dH2 + dH3
-                # and the previous one's -dH3
-                for tx in range(tw):
-                    rowg[2 * tx] = dh[pr, 0, base + tx]
-                    rowg[2 * tx + 1] = dh[pr, 1, base + tx] - dh[pr, 2, base + tx] + dh[pr, 3, base + tx]
-                rowg[2 * tw] = 0
-                rowg[2 * tw + 1] = 0
-                for tx in range(tw):
-                    rowg[2 * tx + 2] += dh[pr, 1, base + tx] + dh[pr, 2, base + tx] - dh[pr, 0, base + tx]
-                    rowg[2 * tx + 3] -= dh[pr, 3, base + tx]
-                for k in range(w):
-                    gx[b, c, yy, k] = rowg[pw + k]
+            # adjoint of the horizontal pass: tile t's (e0..e3) gradient is (g0, g1 - g2 + g3,
+            # -g0 + g1 + g2, -g3); columns 2t, 2t+1 get this tile's first two and the previous
+            # tile's last two. One long loop (the previous tile is wrong for the first tile of a
+            # row: fixed below), the last tile's last two go to ext.
+            for i in range(4):
+                di = da[i]
+                g0 = dv[4 * i, c, t0:t0 + p]
+                g1 = dv[4 * i + 1, c, t0:t0 + p]
+                g2 = dv[4 * i + 2, c, t0:t0 + p]
+                g3 = dv[4 * i + 3, c, t0:t0 + p]
+                for t in range(p - 1):                 # tile t + 1 and tile t before it
+                    di[w2 + 2 * t + 2] = g0[t + 1] + (g1[t] + g2[t] - g0[t])
+                    di[w2 + 2 * t + 3] = (g1[t + 1] - g2[t + 1] + g3[t + 1]) - g3[t]
+                for ty in range(th):
+                    t = ty * tw
+                    di[w2 + 2 * t] = g0[t]
+                    di[w2 + 2 * t + 1] = g1[t] - g2[t] + g3[t]
+                    t = ty * tw + tw - 1
+                    ext[i, ty + 1, 0] = g1[t] + g2[t] - g0[t]
+                    ext[i, ty + 1, 1] = -g3[t]
+            # adjoint of the vertical pass: padded row 2s gets tile row s's ga0 and tile row s-1's
+            # -ga0 + ga1 + ga2; row 2s + 1 gets s's ga1 - ga2 + ga3 and s-1's -ga3
+            for s in range(th + 1):
+                cur = max((s + 1) * w2 + pw, 0)
+                prev = max(s * w2 + pw, 0)
+                y0 = 2 * s - ph
+                if 0 <= y0 < h:
+                    for k in range(kn):
+                        gx[b, c, y0, k] = da0[cur + k] + (da1[prev + k] + da2[prev + k] - da0[prev + k])
+                    for k in range(kn, w):
+                        e = k + pw - w2
+                        gx[b, c, y0, k] = ext[0, s + 1, e] + (ext[1, s, e] + ext[2, s, e] - ext[0, s, e])
+                if 0 <= y0 + 1 < h:
+                    for k in range(kn):
+                        gx[b, c, y0 + 1, k] = (da1[cur + k] - da2[cur + k] + da3[cur + k]) - da3[prev + k]
+                    for k in range(kn, w):
+                        e = k + pw - w2
+                        gx[b, c, y0 + 1, k] = (ext[1, s + 1, e] - ext[2, s + 1, e] + ext[3, s + 1, e]) \
+                            - ext[3, s, e]
 
 
 @kernel
@@ -236,7 +358,7 @@ def output_transform(m, bias, th, tw, y):
         half = ow // 2
         for b in range(nb):
             for ty in range(th):
-                base = b * p + ty * tw
+                base = max(b * p + ty * tw, 0)     # max(): the wraparound trap (module docstring)
                 y0 = 2 * ty
                 for tx in range(half):
                     y[b, o, y0, 2 * tx] = q0[base + tx]
@@ -258,16 +380,15 @@ def output_transform_adjoint(g, th, tw, dm):
     nb, no, oh, ow = g.shape
     p = th * tw
     n = nb * p
-    q = np.empty((4, n), g.dtype)            # the gradient's four phases, as in output_transform
-    q0 = q[0]
-    q1 = q[1]
-    q2 = q[2]
-    q3 = q[3]
+    q0 = np.empty(n, g.dtype)                # the gradient's four phases, as in output_transform
+    q1 = np.empty(n, g.dtype)
+    q2 = np.empty(n, g.dtype)
+    q3 = np.empty(n, g.dtype)
     half = ow // 2
     for o in range(no):
         for b in range(nb):
             for ty in range(th):
-                base = b * p + ty * tw
+                base = max(b * p + ty * tw, 0)     # max(): the wraparound trap (module docstring)
                 y0 = 2 * ty
                 for tx in range(half):
                     q0[base + tx] = g[b, o, y0, 2 * tx]
