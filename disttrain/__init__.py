@@ -13,6 +13,10 @@ _os.environ.setdefault(
     "NUMBA_CACHE_DIR",
     _os.path.join(_os.environ.get("XDG_CACHE_HOME", _os.path.expanduser("~/.cache")), "disttrain", "numba"))
 
+# Keep freed array memory for the next step instead of page-faulting it back in (disttrain/_malloc.py).
+from . import _malloc  # noqa: E402
+_malloc.tune()
+
 from .autograd import (  # noqa: E402
     Tensor, tensor, from_numpy, Function, no_grad, enable_grad, set_grad_enabled,
     is_grad_enabled, inference_mode, custom_vjp, custom_gradient,
