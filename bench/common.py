@@ -97,9 +97,8 @@ def machine_info():
     # OpenBLAS's kernel family when the environment pins it ("auto": OpenBLAS's own pick), and what the
     # machine's environment had pinned before bench unset it (see PINNED_OPENBLAS above).
     info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE", "auto")
-    if PINNED_OPENBLAS:
-        info["openblas_env_unset"] = " ".join(f"{k}={v}" for k, v in sorted(PINNED_OPENBLAS.items())) \
-            if "OPENBLAS_CORETYPE" not in os.environ else "no (BENCH_OPENBLAS_ENV=keep)"
+    if PINNED_OPENBLAS and not any(v in os.environ for v in PINNED_OPENBLAS):
+        info["openblas_env_unset"] = " ".join(f"{k}={v}" for k, v in sorted(PINNED_OPENBLAS.items()))
     try:                                # which BLAS, which kernel, how many threads really
         import threadpoolctl
         info["threadpools"] = [f"{d.get('internal_api')} {d.get('version') or ''} {d.get('architecture') or ''} "

@@ -188,18 +188,12 @@ class SGDRule(UpdateRule):
             return super().update_group(items, hp)
         nesterov = bool(hp["nesterov"])
         values = (hp["lr"], hp["weight_decay"], hp["momentum"], 1 - hp["dampening"], 1)
-        kernel = _kernels.sgd_momentum_update
         dtype = None
         for theta, grad, state in items:
             if theta.dtype is not dtype:
                 dtype = theta.dtype
-                lr, wd, mu, one_minus_damp, scale = _cast_scalars(dtype, values)
-            buf = state.get("momentum_buffer")
-            first = buf is None
-            if first:
-                buf = state["momentum_buffer"] = np.zeros(theta.shape, theta.dtype)
-            kernel(theta if theta.ndim == 1 else theta.reshape(-1), grad if grad.ndim == 1 else grad.reshape(-1),
-                   _flat_inplace(buf, "momentum_buffer"), lr, wd, mu, one_minus_damp, nesterov, first, scale)
+                scalars = _cast_scalars(dtype, values)
+            _sgd_momentum(theta, grad, state, scalars, nesterov)
 
     def update_scaled(self, theta, grad, state, hp, scale):
         # (per parameter and step: for small parameters this Python is most of the update's time)
@@ -209,13 +203,20 @@ class SGDRule(UpdateRule):
         if mu == 0:
             _kernels.sgd_update(_flat_inplace(theta, "parameter"), _flat(grad), lr, wd, scale)
             return
-        buf = state.get("momentum_buffer")
-        first = buf is None
-        if first:
-            buf = state["momentum_buffer"] = np.zeros(theta.shape, theta.dtype)
-        _kernels.sgd_momentum_update(
-            _flat_inplace(theta, "parameter"), _flat(grad), _flat_inplace(buf, "momentum_buffer"),
-            lr, wd, mu, one_minus_damp, bool(hp["nesterov"]), first, scale)
+        _sgd_momentum(theta, grad, state, (lr, wd, mu, one_minus_damp, scale), bool(hp["nesterov"]))
+
+
+def _sgd_momentum(theta, grad, state, scalars, nesterov):
+    """The fused momentum step of one parameter; ``scalars`` = (lr, wd, mu, 1 - dampening, scale), already
+    cast to theta's dtype. The momentum buffer is made on the first step (the kernel then copies g into it)."""
+    buf = state.get("momentum_buffer")
+    first = buf is None
+    if first:
+        buf = state["momentum_buffer"] = np.zeros(theta.shape, theta.dtype)
+    lr, wd, mu, one_minus_damp, scale = scalars
+    _kernels.sgd_momentum_update(
+        _flat_inplace(theta, "parameter"), _flat(grad), _flat_inplace(buf, "momentum_buffer"),
+        lr, wd, mu, one_minus_damp, nesterov, first, scale)
 
 
 # -- Adam / AdamW -------------------------------------------------------------------
