@@ -47,30 +47,20 @@ def backward(roots, grads=None, retain_graph=False):
     leaves = {}          # leaf -> [leaf, edges still to visit, summed gradient] (hashed by identity)
     stack = []
     leaf_roots = False
-    k = -1
-    for root in roots:
-        k += 1
+    for k, root in enumerate(roots):
         if not root.requires_grad:
             raise RuntimeError(f"element {k} of tensors does not require grad and does not have a grad_fn")
-        g = grads[k]
-        data = root.data
-        if g is None and data.size == 1:      # the usual scalar loss: _seed's first case, inline
-            g = _ones_like_scalar(data)
-        else:
-            g = _seed(root, g)
+        g = _seed(root, grads[k])
         node = root._node
         if node is None:
             entry = leaves.setdefault(root, [root, 0, None])
             entry[2] = g if entry[2] is None else entry[2] + g
             leaf_roots = True
             continue
-        slot = node_grads.get(node)
-        if slot is None:
+        if node not in node_grads:
             stack.append(node)
-            slot = node_grads[node] = [None] * len(node.out_meta)
-        i = root._out_index
-        slot[i] = g if slot[i] is None else slot[i] + g
-    g = slot = None   # the seeds now live only in node_grads and leaves
+        _accumulate(node_grads, node, root._out_index, g)
+    g = None   # the seeds now live only in node_grads and leaves
 
     nodes = _collect(stack, leaves)
 
@@ -100,12 +90,9 @@ def backward(roots, grads=None, retain_graph=False):
                 out_grads = None
             inputs = node.inputs
             if not retain_graph:
-                # node.release() inline; then drop the edges too: a held loss tensor must
+                # Free what forward saved, then drop the edges too: a held loss tensor must
                 # not keep every activation of its graph alive (as PyTorch frees them).
-                node.released = True
-                node._saved = ()
-                if node.__dict__:
-                    node.__dict__.clear()
+                node.release()
                 node.inputs = ()
             k = -1
             for inp in inputs:
@@ -131,8 +118,9 @@ def backward(roots, grads=None, retain_graph=False):
                     if entry[1] == 0:
                         _finish_leaf(entry)
                 elif g is not None:
-                    # (_accumulate inline; slot and g cleared at once so that no local of this
-                    # function keeps a gradient list alive after its node has consumed it)
+                    # (_accumulate inline, this loop being the hot path; slot and g cleared at once so
+                    # that no local of this function keeps a gradient list alive after its node has
+                    # consumed it)
                     slot = node_grads.get(parent)
                     if slot is None:
                         slot = node_grads[parent] = [None] * len(parent.out_meta)
