@@ -6,9 +6,6 @@ from . import functional as F
 from . import init
 from .module import Module
 from .parameter import Parameter
-from ..ops.linear import Linear as _LinearFunction
-
-_linear = _LinearFunction.apply
 
 
 def _check_positive(layer, **sizes):
@@ -36,13 +33,10 @@ class Linear(Module):
         init.default_weight_and_bias_(self.weight, self.bias)
 
     def forward(self, x):
-        # F.linear inline, the parameters read from their registry (Module.__getattr__ is a Python
-        # call per name): every MLP step runs this, and on small layers the Python is what costs.
+        # The parameters read from their registry (Module.__getattr__ is a Python call per name): every
+        # MLP step runs this, and on small layers the Python is what costs.
         params = self._parameters
-        weight = params["weight"]
-        if getattr(x, "dtype", None) is not weight.data.dtype:
-            F.check_same_float_dtype("linear", x, weight)       # raises on mixed float dtypes
-        return _linear(x, weight, params["bias"])
+        return F.linear(x, params["weight"], params["bias"])
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

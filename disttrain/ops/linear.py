@@ -43,12 +43,9 @@ class Linear(Function):
         if bias is not None and np.shape(bias) != (out_f,):
             raise ValueError(f"linear: bias of shape {np.shape(bias)} does not match weight of shape "
                              f"{weight.shape} (expected ({out_f},))")
-        flags = weight.flags
-        if not (flags.c_contiguous or flags.f_contiguous):
-            weight = np.ascontiguousarray(weight)       # (_blas_operand inline: the hot path of every MLP)
+        weight = _blas_operand(weight)
         if x.ndim == 2:
-            flags = x.flags
-            x2 = x if flags.c_contiguous or flags.f_contiguous else np.ascontiguousarray(x)
+            x2 = _blas_operand(x)
             out = np.matmul(weight, x2.T).T          # feature-major, see the module docstring
         else:
             # (a reshape of an F-ordered result would copy: N-D inputs stay row-major)
