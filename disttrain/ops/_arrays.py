@@ -11,6 +11,10 @@ KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def kernel_dtype(*arrays):
     """The common float dtype the kernels will run in (float32 stays float32)."""
+    if len(arrays) == 1:           # one float32/float64 array, the usual case: no result_type call
+        dt = getattr(arrays[0], "dtype", None)
+        if dt is not None and dt in KERNEL_DTYPES:
+            return dt
     dt = np.result_type(*arrays)
     if dt not in KERNEL_DTYPES:
         dt = np.dtype(np.float64) if dt.itemsize > 4 or not np.issubdtype(dt, np.floating) \

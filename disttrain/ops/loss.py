@@ -7,7 +7,7 @@ each row's log-sum-exp (N floats), and backward writes
 import numpy as np
 
 from ..autograd.function import Function
-from ._arrays import KERNEL_DTYPES, contiguous, kernel_dtype, lazy_kernels
+from ._arrays import contiguous, kernel_dtype, lazy_kernels
 
 S = lazy_kernels("softmax")
 from ._util import unbroadcast, shape_of
@@ -48,7 +48,7 @@ class CrossEntropy(Function):
                 f"(N, d1, ...), got logits of shape {logits.shape} and labels of shape {labels.shape}")
         if lab.dtype.kind not in "iu":      # (np.issubdtype costs a microsecond: kind says the same)
             raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {lab.dtype}")
-        dt = logits.dtype if logits.dtype in KERNEL_DTYPES else kernel_dtype(logits)
+        dt = kernel_dtype(logits)
         x2 = contiguous(x2, dt)
         lab = contiguous(lab, np.int64)
         n, c = x2.shape
